@@ -1,0 +1,100 @@
+"""What a delivery sends and how its answer is read (WebSub §7): pure HTTP, no ORM."""
+
+import enum
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+import requests
+
+from subscriptions import http
+
+SIGNATURE_ALGORITHMS = ("sha1", "sha256", "sha384", "sha512")
+DELIVERY_ID_HEADER = "X-Hub-Delivery"
+# How much of a failing answer's body to keep on the delivery for inspection.
+ERROR_BODY_CHARS = 200
+
+
+def signature(secret: str, body: bytes, algorithm: str) -> str:
+    """The X-Hub-Signature value: `<algorithm>=<lowercase hex HMAC of body>`."""
+    if algorithm not in SIGNATURE_ALGORITHMS:
+        raise ValueError(f"unsupported signature algorithm {algorithm!r}")
+    digest = hmac.new(secret.encode("utf-8"), body, getattr(hashlib, algorithm)).hexdigest()
+    return f"{algorithm}={digest}"
+
+
+def signature_valid(secret: str, body: bytes, header: str) -> bool:
+    """Whether an X-Hub-Signature header is right for body (constant-time)."""
+    algorithm, _, _ = header.partition("=")
+    if algorithm not in SIGNATURE_ALGORITHMS:
+        return False
+    return hmac.compare_digest(signature(secret, body, algorithm), header)
+
+
+def link_header(hub_url: str, topic: str) -> str:
+    return f'<{hub_url}>; rel="hub", <{topic}>; rel="self"'
+
+
+def headers(
+    *, content_type: str, hub_url: str, topic: str, delivery_id: str, body: bytes, secret: str, algorithm: str
+) -> dict[str, str]:
+    """Headers of one delivery POST; X-Hub-Signature only when there is a secret."""
+    out = {
+        "Content-Type": content_type,
+        "Link": link_header(hub_url, topic),
+        DELIVERY_ID_HEADER: delivery_id,
+    }
+    if secret:
+        out["X-Hub-Signature"] = signature(secret, body, algorithm)
+    return out
+
+
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    GONE = "gone"  # 410: the subscriber asks to end the subscription
+    RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    status_code: int | None = None
+    error: str = ""
+
+
+def classify(status_code: int, body_excerpt: str = "") -> Result:
+    """Any 2xx is delivered; 410 is gone; anything else (3xx included) is retried."""
+    if 200 <= status_code < 300:
+        return Result(Outcome.DELIVERED, status_code)
+    if status_code == 410:
+        return Result(Outcome.GONE, status_code, "410 Gone")
+    error = f"HTTP {status_code}"
+    if body_excerpt:
+        error = f"{error}: {body_excerpt}"
+    return Result(Outcome.RETRY, status_code, error)
+
+
+def post(callback: str, body: bytes, request_headers: dict[str, str]) -> Result:
+    """POST body to the exact callback URL; redirects are not followed (a 3xx is a failure)."""
+    try:
+        response = http.session().post(
+            callback, data=body, headers=request_headers, timeout=http.timeout(), allow_redirects=False, stream=True
+        )
+    except requests.RequestException as exc:
+        return Result(Outcome.RETRY, None, http.describe_error(exc))
+    with response:
+        excerpt = ""
+        if not 200 <= response.status_code < 300:
+            excerpt = _excerpt(response)
+        else:
+            # Drain a small body so the connection can be reused; ignore a large one.
+            _excerpt(response)
+        return classify(response.status_code, excerpt)
+
+
+def _excerpt(response: requests.Response) -> str:
+    try:
+        chunk = next(response.iter_content(ERROR_BODY_CHARS * 4), b"")
+    except requests.RequestException:
+        return ""
+    return chunk.decode("utf-8", "replace")[:ERROR_BODY_CHARS].strip()

@@ -1,0 +1,441 @@
+"""Writes: subscribing, verifying, publishing, spreading, delivering, expiring.
+
+Tasks and views are thin and call these. Every function is keyword-only and
+safe to run twice for the same input (tasks use acks_late).
+"""
+
+import json
+import logging
+import re
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from subscriptions import delivery, http, verification
+from subscriptions.models import (
+    MAX_CALLBACK_LENGTH,
+    MAX_SECRET_BYTES,
+    Delivery,
+    Notification,
+    Subscription,
+    SubscriptionRequest,
+)
+from subscriptions.selectors import subscriptions_matching
+from subscriptions.topics import InvalidTopic, publish_keys, subscription_key
+from websubhub.celery import app as celery_app
+
+logger = logging.getLogger(__name__)
+
+# Deliveries created and enqueued per transaction while spreading.
+SPREAD_BATCH = 500
+# Notifications re-sent to spread by one sweep; the next sweep takes the rest.
+SWEEP_LIMIT = 1000
+
+
+class HubError(Exception):
+    """A request the hub refuses; `status` is the 4xx to answer with and the message says why."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class DeliveryFailed(Exception):
+    """A delivery attempt failed in a way worth retrying (Celery's autoretry catches it)."""
+
+
+# --- Validation ------------------------------------------------------------------
+
+
+def lease_seconds_parse(raw: str) -> int:
+    """hub.lease_seconds as sent in a form: a positive whole number of seconds."""
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or int(raw) <= 0:
+        raise HubError(f"hub.lease_seconds must be a positive whole number of seconds, not {raw[:40]!r}")
+    return int(raw)
+
+
+def lease_clamp(requested: int | None) -> int:
+    """The lease granted: the default when none is asked, else clamped to the configured bounds."""
+    if requested is None:
+        return settings.HUB_LEASE_SECONDS_DEFAULT
+    return max(settings.HUB_LEASE_SECONDS_MIN, min(settings.HUB_LEASE_SECONDS_MAX, requested))
+
+
+def callback_validate(callback: str) -> None:
+    if not callback:
+        raise HubError("hub.callback is empty")
+    if len(callback) > MAX_CALLBACK_LENGTH:
+        raise HubError(f"hub.callback is longer than {MAX_CALLBACK_LENGTH} characters")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in callback):
+        raise HubError("hub.callback contains whitespace or control characters")
+    try:
+        parts = urlsplit(callback)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise HubError(f"hub.callback is not a valid URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise HubError("hub.callback must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise HubError("hub.callback URL has no host")
+
+
+def secret_validate(secret: str) -> None:
+    if len(secret.encode("utf-8")) > MAX_SECRET_BYTES:
+        raise HubError(f"hub.secret must be shorter than 200 bytes (at most {MAX_SECRET_BYTES})")
+
+
+def topic_key_for_subscription(topic: str) -> str:
+    try:
+        return subscription_key(topic)
+    except InvalidTopic as exc:
+        raise HubError(str(exc)) from None
+
+
+def topic_keys_for_publish(topic: str) -> list[str]:
+    try:
+        return publish_keys(topic)
+    except InvalidTopic as exc:
+        raise HubError(str(exc)) from None
+
+
+@lru_cache(maxsize=8)
+def _denylist(patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
+    return [re.compile(pattern) for pattern in patterns]
+
+
+def topic_denied_reason(topic: str) -> str:
+    """Why the hub refuses subscriptions to topic, or "" when it does not."""
+    for pattern in _denylist(tuple(settings.HUB_TOPIC_DENYLIST)):
+        if pattern.search(topic):
+            return "subscriptions to this topic are not allowed by this hub"
+    return ""
+
+
+# --- Subscribing -------------------------------------------------------------------
+
+
+def subscription_request(
+    *,
+    mode: str,
+    topic: str,
+    callback: str,
+    lease_seconds: int | None = None,
+    secret: str = "",
+) -> SubscriptionRequest:
+    """Record a (un)subscribe request and enqueue its verification; raises HubError when invalid.
+
+    Nothing about the subscription changes here: only a verified request does.
+    """
+    if mode not in SubscriptionRequest.Mode.values:
+        raise HubError(f"hub.mode must be subscribe, unsubscribe or publish, not {mode[:40]!r}")
+    topic_key = topic_key_for_subscription(topic)
+    callback_validate(callback)
+    if mode == SubscriptionRequest.Mode.SUBSCRIBE:
+        secret_validate(secret)
+        if lease_seconds is not None and lease_seconds <= 0:
+            raise HubError("hub.lease_seconds must be a positive whole number of seconds")
+    else:
+        # WebSub §5.1: lease and secret mean nothing to an unsubscribe.
+        lease_seconds, secret = None, ""
+        if not Subscription.objects.filter(topic_key=topic_key, callback=callback).exists():
+            raise HubError("there is no subscription of this callback to this topic", status=404)
+
+    with transaction.atomic():
+        request = SubscriptionRequest.objects.create(
+            mode=mode,
+            topic=topic,
+            topic_key=topic_key,
+            callback=callback,
+            lease_seconds=lease_clamp(lease_seconds) if mode == SubscriptionRequest.Mode.SUBSCRIBE else None,
+            secret=secret,
+        )
+        request_id = request.pk
+        transaction.on_commit(
+            lambda: celery_app.send_task("hub.verify", kwargs={"request_id": request_id}), robust=True
+        )
+    logger.info("subscription request %s: %s topic=%s callback_host=%s", request_id, mode, topic, _host(callback))
+    return request
+
+
+def subscription_verify(*, request_id: int) -> SubscriptionRequest | None:
+    """Verify one pending request with its subscriber, then apply it; a no-op when it is no longer pending."""
+    request = SubscriptionRequest.objects.filter(pk=request_id, state=SubscriptionRequest.State.PENDING).first()
+    if request is None:
+        return None
+
+    if request.mode == SubscriptionRequest.Mode.SUBSCRIBE:
+        reason = topic_denied_reason(request.topic)
+        if reason:
+            answer = verification.notify_denied(request.callback, request.topic, reason)
+            _request_complete(request, SubscriptionRequest.State.DENIED, reason, answer.status_code)
+            logger.info("subscription request %s denied: %s", request.pk, reason)
+            return request
+
+    challenge = verification.new_challenge()
+    params = {"hub.mode": request.mode, "hub.topic": request.topic, "hub.challenge": challenge}
+    if request.mode == SubscriptionRequest.Mode.SUBSCRIBE:
+        params["hub.lease_seconds"] = str(request.lease_seconds)
+    answer = verification.verify(request.callback, params, challenge)
+
+    with transaction.atomic():
+        request = SubscriptionRequest.objects.select_for_update().get(pk=request.pk)
+        if request.state != SubscriptionRequest.State.PENDING:
+            return request
+        if not answer.ok:
+            _request_complete(request, SubscriptionRequest.State.FAILED, answer.reason, answer.status_code)
+            logger.info("subscription request %s failed verification: %s", request.pk, answer.reason)
+            return request
+        newer = SubscriptionRequest.objects.filter(
+            topic_key=request.topic_key,
+            callback=request.callback,
+            pk__gt=request.pk,
+            state=SubscriptionRequest.State.VERIFIED,
+        ).exists()
+        if newer:
+            # A later request for the same pair was applied first; this one must not undo it.
+            _request_complete(request, SubscriptionRequest.State.FAILED, "superseded by a newer request", None)
+            return request
+        now = timezone.now()
+        if request.mode == SubscriptionRequest.Mode.SUBSCRIBE:
+            subscription, created = Subscription.objects.update_or_create(
+                topic_key=request.topic_key,
+                callback=request.callback,
+                defaults={
+                    "topic": request.topic,
+                    "secret": request.secret,
+                    "lease_seconds": request.lease_seconds,
+                    "verified_at": now,
+                    "expires_at": now + timedelta(seconds=request.lease_seconds),
+                    "state": Subscription.State.ACTIVE,
+                },
+            )
+            logger.info(
+                "subscription %s %s by request %s, lease %ss",
+                subscription.pk,
+                "created" if created else "renewed",
+                request.pk,
+                request.lease_seconds,
+            )
+        else:
+            Subscription.objects.filter(topic_key=request.topic_key, callback=request.callback).delete()
+            logger.info("subscription request %s: unsubscribed", request.pk)
+        _request_complete(request, SubscriptionRequest.State.VERIFIED, "", answer.status_code)
+    return request
+
+
+def _request_complete(request: SubscriptionRequest, state: str, reason: str, status_code: int | None) -> None:
+    request.state = state
+    request.reason = reason[:500]
+    request.response_status = status_code
+    request.completed_at = timezone.now()
+    # The secret is only needed until the subscription holds it.
+    request.secret = ""
+    request.save(update_fields=["state", "reason", "response_status", "completed_at", "secret", "updated_at"])
+
+
+def subscription_delete(*, subscription: Subscription) -> None:
+    """Remove a subscription at once (operator action); its pending deliveries are cancelled when next tried."""
+    subscription.delete()
+
+
+def subscriptions_expire() -> int:
+    """Remove every subscription whose lease has ended; returns how many."""
+    _, per_model = Subscription.objects.filter(expires_at__lte=timezone.now()).delete()
+    count = per_model.get(Subscription._meta.label, 0)
+    if count:
+        logger.info("expired %s subscriptions", count)
+    return count
+
+
+# --- Publishing and spreading ----------------------------------------------------------
+
+
+def notification_publish(*, topic: str, content: bytes, content_type: str) -> Notification:
+    """Store a notification and enqueue its spread once committed; raises HubError when invalid.
+
+    The row is the record: if the broker cannot take the spread message now,
+    the periodic sweep sends it later.
+    """
+    topic_keys_for_publish(topic)
+    if len(content) > settings.HUB_MAX_CONTENT_BYTES:
+        raise HubError(f"content is larger than HUB_MAX_CONTENT_BYTES ({settings.HUB_MAX_CONTENT_BYTES} bytes)", 413)
+    with transaction.atomic():
+        notification = Notification.objects.create(topic=topic, content=content, content_type=content_type)
+        notification_id = notification.pk
+        transaction.on_commit(lambda: _send_spread(notification_id), robust=True)
+    logger.info("notification %s published on %s (%s bytes)", notification_id, topic, len(content))
+    return notification
+
+
+def notification_publish_json(*, topic: str, content: Any) -> Notification:
+    body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return notification_publish(topic=topic, content=body, content_type="application/json")
+
+
+def _send_spread(notification_id: int) -> None:
+    celery_app.send_task("hub.spread", kwargs={"notification_id": notification_id})
+
+
+def notification_spread(*, notification_id: int) -> int:
+    """Create one delivery per matching callback and enqueue them, in batches; returns how many were enqueued.
+
+    Safe to re-run: the (notification, subscription) constraint stops a second
+    row, and every still-pending delivery of the batch is enqueued again (a
+    delivery is at least once; subscribers drop repeats by X-Hub-Delivery).
+    """
+    notification = Notification.objects.filter(pk=notification_id).only("id", "topic", "spread_at").first()
+    if notification is None or notification.spread_at is not None:
+        return 0
+    keys = publish_keys(notification.topic)
+    enqueued = 0
+    batch: list[Delivery] = []
+    for subscription_id, callback in subscriptions_matching(keys, now=timezone.now()):
+        batch.append(Delivery(notification_id=notification_id, subscription_id=subscription_id, callback=callback))
+        if len(batch) >= SPREAD_BATCH:
+            enqueued += _deliveries_create_and_enqueue(notification_id, batch)
+            batch = []
+    if batch:
+        enqueued += _deliveries_create_and_enqueue(notification_id, batch)
+    Notification.objects.filter(pk=notification_id, spread_at__isnull=True).update(spread_at=timezone.now())
+    logger.info("notification %s spread to %s callbacks", notification_id, enqueued)
+    return enqueued
+
+
+def _deliveries_create_and_enqueue(notification_id: int, batch: list[Delivery]) -> int:
+    with transaction.atomic():
+        Delivery.objects.bulk_create(batch, ignore_conflicts=True)
+        ids = list(
+            Delivery.objects.filter(
+                notification_id=notification_id,
+                subscription_id__in=[d.subscription_id for d in batch],
+                status=Delivery.Status.PENDING,
+            ).values_list("id", flat=True)
+        )
+        transaction.on_commit(lambda: deliveries_enqueue(ids))
+    return len(ids)
+
+
+def deliveries_enqueue(ids: list[int]) -> None:
+    """Send one deliver task per id through a single producer connection."""
+    with celery_app.producer_or_acquire() as producer:
+        for delivery_id in ids:
+            celery_app.send_task("hub.deliver", kwargs={"delivery_id": delivery_id}, producer=producer)
+
+
+def notifications_sweep() -> int:
+    """Send to spread every notification accepted more than the grace period ago that never reached it."""
+    cutoff = timezone.now() - timedelta(seconds=settings.HUB_SWEEP_GRACE_SECONDS)
+    ids = list(
+        Notification.objects.filter(spread_at__isnull=True, created_at__lt=cutoff)
+        .order_by("created_at")
+        .values_list("id", flat=True)[:SWEEP_LIMIT]
+    )
+    for notification_id in ids:
+        _send_spread(notification_id)
+    if ids:
+        logger.warning("sweep re-sent %s notifications to spread", len(ids))
+    return len(ids)
+
+
+def topic_fetch_and_publish(*, topic: str) -> Notification:
+    """Fetch a topic URL (redirects followed, size capped) and publish its body and Content-Type verbatim.
+
+    Raises DeliveryFailed on a transport error or a non-2xx answer (retried),
+    HubError when the content is too large (not retried).
+    """
+    limit = settings.HUB_MAX_CONTENT_BYTES
+    try:
+        response = http.session().get(topic, timeout=http.timeout(), allow_redirects=True, stream=True)
+    except requests.RequestException as exc:
+        raise DeliveryFailed(f"fetching {topic}: {http.describe_error(exc)}") from None
+    with response:
+        if not 200 <= response.status_code < 300:
+            raise DeliveryFailed(f"fetching {topic}: HTTP {response.status_code}")
+        body = bytearray()
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                body.extend(chunk)
+                if len(body) > limit:
+                    raise HubError(f"topic content is larger than HUB_MAX_CONTENT_BYTES ({limit} bytes)", 413)
+        except requests.RequestException as exc:
+            raise DeliveryFailed(f"fetching {topic}: {http.describe_error(exc)}") from None
+        content_type = response.headers.get("Content-Type", "application/octet-stream")
+    return notification_publish(topic=topic, content=bytes(body), content_type=content_type)
+
+
+# --- Delivering ---------------------------------------------------------------------------
+
+
+def delivery_attempt(*, delivery_id: int, attempt: int, final: bool) -> delivery.Outcome | None:
+    """POST one pending delivery to its callback and record the outcome.
+
+    Raises DeliveryFailed when the attempt failed and `final` is false, so the
+    task retries; on the final attempt the delivery becomes failed instead. A
+    delivery that is no longer pending (done by an earlier run) is left alone.
+    """
+    row = Delivery.objects.select_related("notification", "subscription").filter(pk=delivery_id).first()
+    if row is None or row.status != Delivery.Status.PENDING:
+        return None
+    subscription = row.subscription
+    now = timezone.now()
+    if subscription is None or subscription.expires_at <= now:
+        reason = "subscription ended before delivery" if subscription is None else "subscription lease expired"
+        _delivery_update(delivery_id, status=Delivery.Status.CANCELLED, last_error=reason)
+        logger.info("delivery %s cancelled: %s", delivery_id, reason)
+        return None
+
+    notification = row.notification
+    body = bytes(notification.content)
+    request_headers = delivery.headers(
+        content_type=notification.content_type,
+        hub_url=settings.HUB_URL,
+        topic=notification.topic,
+        delivery_id=str(row.uuid),
+        body=body,
+        secret=subscription.secret,
+        algorithm=settings.HUB_SIGNATURE_ALGORITHM,
+    )
+    result = delivery.post(row.callback, body, request_headers)
+    done = timezone.now()
+    common = {"attempts": F("attempts") + 1, "last_status_code": result.status_code, "last_attempt_at": done}
+    log_args = (delivery_id, notification.pk, subscription.pk, attempt, result.status_code)
+
+    if result.outcome is delivery.Outcome.DELIVERED:
+        _delivery_update(delivery_id, status=Delivery.Status.DELIVERED, delivered_at=done, last_error="", **common)
+        logger.info("delivery %s of notification %s to subscription %s: attempt %s delivered (%s)", *log_args)
+    elif result.outcome is delivery.Outcome.GONE:
+        _delivery_update(
+            delivery_id, status=Delivery.Status.CANCELLED, last_error="410 Gone: subscription ended", **common
+        )
+        Subscription.objects.filter(pk=subscription.pk).delete()
+        logger.info("delivery %s of notification %s to subscription %s: attempt %s gone (%s)", *log_args)
+    elif final:
+        _delivery_update(delivery_id, status=Delivery.Status.FAILED, last_error=result.error[:500], **common)
+        logger.warning("delivery %s of notification %s to subscription %s: attempt %s failed for good (%s)", *log_args)
+    else:
+        _delivery_update(delivery_id, last_error=result.error[:500], **common)
+        logger.info("delivery %s of notification %s to subscription %s: attempt %s failed (%s), retrying", *log_args)
+        raise DeliveryFailed(result.error)
+    return result.outcome
+
+
+def _delivery_update(delivery_id: int, **fields: Any) -> None:
+    # Only a pending delivery changes: a status never moves backwards.
+    Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.PENDING).update(updated_at=timezone.now(), **fields)
+
+
+def _host(url: str) -> str:
+    """The host of a URL, for logs: never the path or query, which may carry credentials."""
+    try:
+        return urlsplit(url).hostname or "?"
+    except ValueError:
+        return "?"

@@ -1,0 +1,91 @@
+"""Topic rules: what a topic may be, its normalised key, and which keys match it.
+
+Two kinds of topic live side by side:
+
+* a URL (`http://` or `https://`), as in WebSub: it matches itself exactly;
+* a dotted predicate, as in the original trade-ledger system (`UN.CEFACT.TRADE`):
+  non-empty segments separated by `.`, optionally ending in `.*`. A subscription
+  to `UN.CEFACT` or `UN.CEFACT.*` receives every topic whose leading whole
+  segments are `UN.CEFACT`, compared case-insensitively.
+
+A subscription stores one key; a published topic expands into the list of keys
+that would receive it (one per leading run of segments), so matching is one
+indexed `key IN (...)` query.
+"""
+
+from urllib.parse import urlsplit
+
+MAX_TOPIC_LENGTH = 2048
+WILDCARD_SUFFIX = ".*"
+
+
+class InvalidTopic(ValueError):
+    """The topic breaks a rule; the message says which, for the 400 answer."""
+
+
+def is_url_topic(topic: str) -> bool:
+    return topic[:8].lower().startswith(("http://", "https://"))
+
+
+def _check_common(topic: str) -> None:
+    if not topic:
+        raise InvalidTopic("hub.topic is empty")
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise InvalidTopic(f"hub.topic is longer than {MAX_TOPIC_LENGTH} characters")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in topic):
+        raise InvalidTopic("hub.topic contains whitespace or control characters")
+
+
+def _check_url(topic: str) -> None:
+    try:
+        parts = urlsplit(topic)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise InvalidTopic(f"hub.topic is not a valid URL: {exc}") from None
+    if not parts.hostname:
+        raise InvalidTopic("hub.topic URL has no host")
+
+
+def _segments(topic: str) -> list[str]:
+    """The predicate's segments, without a final wildcard; raises InvalidTopic."""
+    body = topic[: -len(WILDCARD_SUFFIX)] if topic.endswith(WILDCARD_SUFFIX) else topic
+    if body == "*" or topic == "*":
+        raise InvalidTopic("hub.topic cannot be a lone '*': subscribe to a prefix such as 'UN.CEFACT.*'")
+    segments = body.split(".")
+    if any(segment == "" for segment in segments):
+        raise InvalidTopic("hub.topic has an empty segment (a leading, trailing or doubled '.')")
+    if any("*" in segment for segment in segments):
+        raise InvalidTopic("hub.topic may contain '*' only as its whole last segment, as in 'UN.CEFACT.*'")
+    return segments
+
+
+def subscription_key(topic: str) -> str:
+    """The key a subscription to `topic` is stored and matched under; raises InvalidTopic."""
+    _check_common(topic)
+    if is_url_topic(topic):
+        _check_url(topic)
+        return topic
+    return ".".join(_segments(topic)).lower()
+
+
+def publish_keys(topic: str) -> list[str]:
+    """Every subscription key that receives a notification on `topic`; raises InvalidTopic.
+
+    `UN.CEFACT.TRADE` gives `["un", "un.cefact", "un.cefact.trade"]`.
+    """
+    _check_common(topic)
+    if is_url_topic(topic):
+        _check_url(topic)
+        return [topic]
+    if topic.endswith(WILDCARD_SUFFIX) or topic == "*":
+        raise InvalidTopic("a published topic names one topic: it cannot end in '.*'")
+    segments = [segment.lower() for segment in _segments(topic)]
+    return [".".join(segments[: n + 1]) for n in range(len(segments))]
+
+
+def matches(subscribed: str, published: str) -> bool:
+    """Whether a subscription to `subscribed` receives a notification on `published`."""
+    try:
+        return subscription_key(subscribed) in publish_keys(published)
+    except InvalidTopic:
+        return False

@@ -1,0 +1,246 @@
+"""Settings for the websubhub project.
+
+Everything that differs between machines comes from the environment (see
+README.md, "Configuration", and .env.example). With nothing set, the hub runs on
+SQLite and Celery's filesystem transport under ./var, so it needs no service.
+"""
+
+import secrets
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+# Where the embedded defaults keep their state (SQLite file, filesystem broker,
+# beat schedule, generated secret key). Ignored by git.
+VAR_DIR = Path(env.str("HUB_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """DJANGO_SECRET_KEY, or a random key kept in VAR_DIR so sessions survive restarts."""
+    key = env.str("DJANGO_SECRET_KEY", default="")
+    if key:
+        return key
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "subscriptions",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "websubhub.urls"
+WSGI_APPLICATION = "websubhub.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-db-url
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server and the worker write to one SQLite file: wait for the lock
+    # instead of failing with "database is locked", and let readers run beside a writer.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not memory, so that a Celery worker started by the tests shares it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
+else:
+    # Reuse connections between requests and tasks (seconds).
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+# WhiteNoise serves the admin's files from the app directories when they have
+# not been collected, so the embedded run needs no collectstatic step.
+WHITENOISE_USE_FINDERS = True
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- The hub -----------------------------------------------------------------
+
+# The hub's public URL, sent to subscribers as `Link: <HUB_URL>; rel="hub"`.
+HUB_URL = env.str("HUB_URL", default="http://127.0.0.1:8000/hub")
+
+# Leases (seconds): requests outside [MIN, MAX] are clamped; no request gets a
+# perpetual lease.
+HUB_LEASE_SECONDS_DEFAULT = env.int("HUB_LEASE_SECONDS_DEFAULT", default=432_000)
+HUB_LEASE_SECONDS_MIN = env.int("HUB_LEASE_SECONDS_MIN", default=3_600)
+HUB_LEASE_SECONDS_MAX = env.int("HUB_LEASE_SECONDS_MAX", default=31_536_000)
+
+# Regular expressions (comma-separated); a topic matching any of them is denied
+# after the 202 answer (WebSub §5.2).
+HUB_TOPIC_DENYLIST = [p for p in env.list("HUB_TOPIC_DENYLIST", default=[]) if p]
+
+# HMAC algorithm of X-Hub-Signature: sha1, sha256, sha384 or sha512 (WebSub §7.1).
+HUB_SIGNATURE_ALGORITHM = env.str("HUB_SIGNATURE_ALGORITHM", default="sha256")
+
+# Outbound HTTP (verification, delivery, topic fetch): seconds.
+HUB_HTTP_CONNECT_TIMEOUT = env.float("HUB_HTTP_CONNECT_TIMEOUT", default=5.0)
+HUB_HTTP_READ_TIMEOUT = env.float("HUB_HTTP_READ_TIMEOUT", default=10.0)
+
+# Largest content the hub accepts or fetches for one notification (bytes).
+HUB_MAX_CONTENT_BYTES = env.int("HUB_MAX_CONTENT_BYTES", default=1_048_576)
+
+# Delivery retries: exponential backoff with full jitter, the n-th retry waiting
+# up to HUB_RETRY_BACKOFF_BASE * 2**n seconds, never more than HUB_RETRY_BACKOFF_MAX.
+HUB_DELIVERY_MAX_RETRIES = env.int("HUB_DELIVERY_MAX_RETRIES", default=30)
+HUB_RETRY_BACKOFF_BASE = env.int("HUB_RETRY_BACKOFF_BASE", default=2)
+HUB_RETRY_BACKOFF_MAX = env.int("HUB_RETRY_BACKOFF_MAX", default=3_600)
+
+# Celery's own rate_limit on the deliver task ("100/s", "10/m"), per worker
+# process. Unset by default: under a backlog it collapses to about one task a
+# second (shared/CELERY-FACTS.md, celery/celery#5927).
+HUB_DELIVERY_RATE_LIMIT = env.str("HUB_DELIVERY_RATE_LIMIT", default="") or None
+
+# How often beat removes expired subscriptions and re-sends notifications that
+# never reached spread (seconds), and how old such a notification must be.
+HUB_EXPIRE_INTERVAL = env.int("HUB_EXPIRE_INTERVAL", default=60)
+HUB_SWEEP_INTERVAL = env.int("HUB_SWEEP_INTERVAL", default=60)
+HUB_SWEEP_GRACE_SECONDS = env.int("HUB_SWEEP_GRACE_SECONDS", default=120)
+
+# --- Celery --------------------------------------------------------------------
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+
+REDIS_URL = env.str("REDIS_URL", default="")
+BROKER_DIR = VAR_DIR / "broker"
+
+if env.str("CELERY_BROKER_URL", default=""):
+    CELERY_BROKER_URL = env.str("CELERY_BROKER_URL")
+elif REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+else:
+    # Embedded broker: messages are files under var/broker, shared by every
+    # process on this machine.
+    CELERY_BROKER_URL = "filesystem://"
+    for sub in ("data", "control", "processed"):
+        (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+
+if CELERY_BROKER_URL.startswith("filesystem"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "data"),
+        "data_folder_out": str(BROKER_DIR / "data"),
+        "control_folder": str(BROKER_DIR / "control"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+else:
+    # Redis hands an unacknowledged message to another worker after this many
+    # seconds; it must exceed the longest retry countdown, or a retry held by a
+    # worker would be delivered twice.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": max(3_600, 2 * HUB_RETRY_BACKOFF_MAX + 600),
+    }
+
+CELERY_IMPORTS = ("tasks.verify", "tasks.spread", "tasks.deliver", "tasks.periodic")
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Publishing must not hang a web request when the broker is down: fail fast, the
+# periodic sweep re-sends what was not published.
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=4.0)
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}
+# Hard and soft limits well above the HTTP timeouts (seconds).
+CELERY_TASK_SOFT_TIME_LIMIT = 120
+CELERY_TASK_TIME_LIMIT = 180
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# One queue per kind of work, so a flood of deliveries never delays a
+# verification. A worker started without -Q consumes all of them.
+HUB_QUEUES = ("hub.verify", "hub.spread", "hub.deliver", "hub.periodic")
+CELERY_TASK_DEFAULT_QUEUE = "hub.periodic"
+CELERY_TASK_QUEUES = None  # filled in below, once kombu is imported
+CELERY_TASK_ROUTES = {
+    "hub.verify": {"queue": "hub.verify"},
+    "hub.deny": {"queue": "hub.verify"},
+    "hub.fetch_topic": {"queue": "hub.spread"},
+    "hub.spread": {"queue": "hub.spread"},
+    "hub.deliver": {"queue": "hub.deliver"},
+    "hub.expire_subscriptions": {"queue": "hub.periodic"},
+    "hub.sweep": {"queue": "hub.periodic"},
+}
+CELERY_BEAT_SCHEDULE = {
+    "expire-subscriptions": {"task": "hub.expire_subscriptions", "schedule": float(HUB_EXPIRE_INTERVAL)},
+    "sweep-unspread-notifications": {"task": "hub.sweep", "schedule": float(HUB_SWEEP_INTERVAL)},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+from kombu import Queue  # noqa: E402
+
+CELERY_TASK_QUEUES = tuple(Queue(name, routing_key=name) for name in HUB_QUEUES)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("HUB_LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

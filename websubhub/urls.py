@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from subscriptions.hub import hub_endpoint
+
+urlpatterns = [
+    # WebSub (§5.1): the same handler with and without a trailing slash, never a redirect.
+    path("hub", hub_endpoint, name="hub"),
+    path("hub/", hub_endpoint),
+    # The original system's name for the same endpoint.
+    path("subscriptions", hub_endpoint),
+    path("subscriptions/", hub_endpoint),
+    path("api/", include("subscriptions.api.urls")),
+    path("admin/", admin.site.urls),
+]
