@@ -174,7 +174,7 @@ elif REDIS_URL:
 else:
     # Embedded broker: messages are files under var/broker, shared by every
     # process on this machine.
-    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_URL = "filesystem://localhost/"
     for sub in ("data", "control", "processed"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
 
@@ -185,6 +185,8 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "control_folder": str(BROKER_DIR / "control"),
         "processed_folder": str(BROKER_DIR / "processed"),
         "store_processed": False,
+        # Seconds between looks at the queue folders: the floor on each hop's latency.
+        "polling_interval": 0.1,
     }
 else:
     # Redis hands an unacknowledged message to another worker after this many
@@ -216,7 +218,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # verification. A worker started without -Q consumes all of them.
 HUB_QUEUES = ("hub.verify", "hub.spread", "hub.deliver", "hub.periodic")
 CELERY_TASK_DEFAULT_QUEUE = "hub.periodic"
-CELERY_TASK_QUEUES = None  # filled in below, once kombu is imported
+CELERY_TASK_DEFAULT_EXCHANGE = "hub"
 CELERY_TASK_ROUTES = {
     "hub.verify": {"queue": "hub.verify"},
     "hub.deny": {"queue": "hub.verify"},
@@ -232,9 +234,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
-from kombu import Queue  # noqa: E402
+from kombu import Exchange, Queue  # noqa: E402
 
-CELERY_TASK_QUEUES = tuple(Queue(name, routing_key=name) for name in HUB_QUEUES)
+CELERY_TASK_QUEUES = tuple(Queue(name, Exchange("hub", type="direct"), routing_key=name) for name in HUB_QUEUES)
 
 LOGGING = {
     "version": 1,
