@@ -107,6 +107,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 # WhiteNoise serves the admin's files from the app directories when they have
 # not been collected, so the embedded run needs no collectstatic step.
 WHITENOISE_USE_FINDERS = True

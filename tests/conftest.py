@@ -1,0 +1,139 @@
+"""Shared fixtures: a real Celery worker process and real subscriber servers on 127.0.0.1.
+
+The worker runs `celery -A websubhub worker --beat` as a subprocess against the
+broker the settings name (Redis when REDIS_URL is set, else the filesystem
+broker) and the test database, so end-to-end tests use `transactional_db`:
+their rows are committed where the worker can see them.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from tests.subscriber import Subscriber
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Settings of the worker under test: quick retries and short timeouts so that
+# failure paths finish in seconds; beat runs the periodic tasks every second.
+WORKER_ENV = {
+    "HUB_URL": "http://hub.test/hub",
+    "HUB_DELIVERY_MAX_RETRIES": "3",
+    "HUB_RETRY_BACKOFF_BASE": "1",
+    "HUB_RETRY_BACKOFF_MAX": "2",
+    "HUB_HTTP_CONNECT_TIMEOUT": "2",
+    "HUB_HTTP_READ_TIMEOUT": "3",
+    "HUB_TOPIC_DENYLIST": r"^https?://denied\.example/",
+    "HUB_EXPIRE_INTERVAL": "1",
+    "HUB_SWEEP_INTERVAL": "1",
+    "HUB_SWEEP_GRACE_SECONDS": "3",
+}
+WORKER_READY_TIMEOUT = 60
+
+
+def _database_url() -> str:
+    """The URL of the test database pytest-django created, for the worker process."""
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings['NAME']}"
+    if connection.vendor == "postgresql":
+        user = settings.get("USER") or ""
+        password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
+        auth = f"{user}{password}@" if user else ""
+        port = f":{settings['PORT']}" if settings.get("PORT") else ""
+        return f"postgres://{auth}{settings.get('HOST') or 'localhost'}{port}/{settings['NAME']}"
+    raise RuntimeError(f"no worker database URL for {connection.vendor}")
+
+
+class WorkerProcess:
+    def __init__(self, database_url: str, log_dir: Path) -> None:
+        self.log_path = log_dir / "worker.log"
+        self.env = {**os.environ, **WORKER_ENV, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+        self.schedule = log_dir / "celerybeat-schedule"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "websubhub",
+            "worker",
+            "--beat",
+            f"--schedule={self.schedule}",
+            "--pool=threads",
+            "--concurrency=8",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel=INFO",
+            f"--hostname=e2e-{os.getpid()}@%h",
+        ]
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT
+        while b" ready." not in self.log_path.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Celery worker did not start:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker) -> Iterator[WorkerProcess]:  # noqa: ANN001
+    """One real worker (with beat) for the whole session, started once the test database exists."""
+    from websubhub.celery import app
+
+    with django_db_blocker.unblock():
+        database_url = _database_url()
+    # Messages left by an earlier run would otherwise reach this one's worker.
+    app.control.purge()
+    log_dir = Path(tempfile.mkdtemp(prefix="websubhub-e2e-"))
+    worker = WorkerProcess(database_url, log_dir)
+    worker.start()
+    yield worker
+    worker.stop()
+    sys.stderr.write(f"\nCelery worker log: {worker.log_path}\n")
+
+
+@pytest.fixture
+def hub(celery_worker: WorkerProcess, transactional_db: None) -> Iterator[WorkerProcess]:
+    """A running hub: committed database rows and the worker; shows the worker's log if the test fails."""
+    yield celery_worker
+
+
+@pytest.fixture
+def subscriber() -> Iterator[Subscriber]:
+    server = Subscriber()
+    yield server
+    server.close()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and "hub" in getattr(item, "fixturenames", ()):
+        worker = item.funcargs.get("hub")
+        if worker is not None:
+            report.sections.append(("Celery worker log (tail)", worker.log_tail()))

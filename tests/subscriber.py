@@ -1,0 +1,159 @@
+"""A real HTTP subscriber (and topic publisher) on 127.0.0.1 for end-to-end tests.
+
+It answers verification GETs (echoing hub.challenge unless told otherwise),
+serves topic content on other GETs, and records every request it receives.
+"""
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    at: float = field(default_factory=time.monotonic)
+
+    def param(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+
+@dataclass
+class Verification:
+    """How the subscriber answers a verification GET: echo the challenge, or not."""
+
+    status: int = 200
+    body: str | None = None  # None echoes hub.challenge
+    location: str | None = None
+
+
+class Subscriber:
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.lock = threading.Lock()
+        self.verification: dict[str, Verification] = {}
+        self.post_statuses: dict[str, list[int]] = {}
+        self.post_delay: dict[str, float] = {}
+        self.content: dict[str, tuple[bytes, str]] = {}
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- what was received ----------------------------------------------------------
+
+    def requests(self, method: str | None = None, path: str | None = None) -> list[Received]:
+        with self.lock:
+            items = list(self.received)
+        return [r for r in items if (method is None or r.method == method) and (path is None or r.path == path)]
+
+    def verifications(self, path: str | None = None) -> list[Received]:
+        return [r for r in self.requests("GET", path) if "hub.mode" in r.query]
+
+    def deliveries(self, path: str | None = None) -> list[Received]:
+        return self.requests("POST", path)
+
+    # -- the server -------------------------------------------------------------------
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        subscriber = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+                pass
+
+            def _record(self, body: bytes) -> Received:
+                parts = urlsplit(self.path)
+                item = Received(
+                    method=self.command,
+                    path=parts.path,
+                    query=parse_qs(parts.query, keep_blank_values=True),
+                    headers={k: v for k, v in self.headers.items()},
+                    body=body,
+                )
+                with subscriber.lock:
+                    subscriber.received.append(item)
+                return item
+
+            def _answer(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                item = self._record(b"")
+                if "hub.mode" in item.query:
+                    rule = subscriber.verification.get(item.path, Verification())
+                    if item.param("hub.mode") == "denied":
+                        self._answer(200)
+                        return
+                    body = (item.param("hub.challenge") or "") if rule.body is None else rule.body
+                    headers = {"Location": rule.location} if rule.location else {}
+                    self._answer(rule.status, body.encode(), headers)
+                    return
+                if item.path in subscriber.content:
+                    body, content_type = subscriber.content[item.path]
+                    self._answer(200, body, {"Content-Type": content_type})
+                    return
+                self._answer(404, b"not here")
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                item = self._record(self.rfile.read(length))
+                delay = subscriber.post_delay.get(item.path, 0.0)
+                if delay:
+                    time.sleep(delay)
+                with subscriber.lock:
+                    queue = subscriber.post_statuses.get(item.path)
+                    status = queue.pop(0) if queue else 204
+                self._answer(status)
+
+        return Handler
+
+
+def wait_until(check: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll check() until it returns something truthy (returned), or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        time.sleep(interval)
+
+
+def stays(check: Callable[[], Any], *, duration: float, interval: float = 0.05) -> bool:
+    """Whether check() stays truthy for the whole duration (for 'nothing happens' assertions)."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        if not check():
+            return False
+        time.sleep(interval)
+    return True
