@@ -100,7 +100,7 @@ class WorkerProcess:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker) -> Iterator[WorkerProcess]:  # noqa: ANN001
+def celery_worker(django_db_setup, django_db_blocker) -> Iterator[WorkerProcess]:
     """One real worker (with beat) for the whole session, started once the test database exists."""
     from websubhub.celery import app
 

@@ -82,7 +82,7 @@ class Subscriber:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def _record(self, body: bytes) -> Received:
@@ -91,7 +91,7 @@ class Subscriber:
                     method=self.command,
                     path=parts.path,
                     query=parse_qs(parts.query, keep_blank_values=True),
-                    headers={k: v for k, v in self.headers.items()},
+                    headers=dict(self.headers.items()),
                     body=body,
                 )
                 with subscriber.lock:

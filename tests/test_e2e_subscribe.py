@@ -139,7 +139,7 @@ def test_unsubscribe_that_fails_verification_keeps_the_subscription(hub, subscri
     assert Subscription.objects.count() == 1
 
 
-def test_lease_outside_the_bounds_is_clamped(hub, subscriber: Subscriber, settings) -> None:  # noqa: ANN001
+def test_lease_outside_the_bounds_is_clamped(hub, subscriber: Subscriber, settings) -> None:
     settings.HUB_LEASE_SECONDS_MAX = 10_000
     _subscribe(Client(), TOPIC, subscriber.url("/cb"), lease_seconds="999999999")
     assert subscriber.verifications("/cb")[0].param("hub.lease_seconds") == "10000"
