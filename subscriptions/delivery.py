@@ -28,7 +28,8 @@ def signature_valid(secret: str, body: bytes, header: str) -> bool:
     algorithm, _, _ = header.partition("=")
     if algorithm not in SIGNATURE_ALGORITHMS:
         return False
-    return hmac.compare_digest(signature(secret, body, algorithm), header)
+    # Compare bytes: compare_digest raises TypeError on a str with non-ASCII characters.
+    return hmac.compare_digest(signature(secret, body, algorithm).encode("ascii"), header.encode("utf-8"))
 
 
 def link_header(hub_url: str, topic: str) -> str:

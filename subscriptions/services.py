@@ -91,6 +91,9 @@ def callback_validate(callback: str) -> None:
 def secret_validate(secret: str) -> None:
     if len(secret.encode("utf-8")) > MAX_SECRET_BYTES:
         raise HubError(f"hub.secret must be shorter than 200 bytes (at most {MAX_SECRET_BYTES})")
+    if "\x00" in secret:
+        # PostgreSQL text cannot hold NUL: storing it would be a 500, not a 400.
+        raise HubError("hub.secret cannot contain a NUL character")
 
 
 def topic_key_for_subscription(topic: str) -> str:
@@ -331,19 +334,36 @@ def deliveries_enqueue(ids: list[int]) -> None:
             celery_app.send_task("hub.deliver", kwargs={"delivery_id": delivery_id}, producer=producer)
 
 
-def notifications_sweep() -> int:
-    """Send to spread every notification accepted more than the grace period ago that never reached it."""
+def hub_sweep() -> int:
+    """Re-send the work the database says is owed but the broker may have lost; returns how many tasks were sent.
+
+    Notifications accepted more than the grace period ago that never reached
+    spread go to spread again, and (un)subscribe requests still pending after it
+    go to verification again. Both tasks are idempotent.
+    """
     cutoff = timezone.now() - timedelta(seconds=settings.HUB_SWEEP_GRACE_SECONDS)
-    ids = list(
+    notification_ids = list(
         Notification.objects.filter(spread_at__isnull=True, created_at__lt=cutoff)
         .order_by("created_at")
         .values_list("id", flat=True)[:SWEEP_LIMIT]
     )
-    for notification_id in ids:
-        _send_spread(notification_id)
-    if ids:
-        logger.warning("sweep re-sent %s notifications to spread", len(ids))
-    return len(ids)
+    request_ids = list(
+        SubscriptionRequest.objects.filter(state=SubscriptionRequest.State.PENDING, created_at__lt=cutoff)
+        .order_by("created_at")
+        .values_list("id", flat=True)[:SWEEP_LIMIT]
+    )
+    with celery_app.producer_or_acquire() as producer:
+        for notification_id in notification_ids:
+            celery_app.send_task("hub.spread", kwargs={"notification_id": notification_id}, producer=producer)
+        for request_id in request_ids:
+            celery_app.send_task("hub.verify", kwargs={"request_id": request_id}, producer=producer)
+    if notification_ids or request_ids:
+        logger.warning(
+            "sweep re-sent %s notifications to spread and %s requests to verification",
+            len(notification_ids),
+            len(request_ids),
+        )
+    return len(notification_ids) + len(request_ids)
 
 
 def topic_fetch_and_publish(*, topic: str) -> Notification:

@@ -11,5 +11,5 @@ def expire_subscriptions() -> int:
 
 @shared_task(name="hub.sweep", ignore_result=True)
 def sweep() -> int:
-    """Re-send notifications that were accepted but never reached spread (run by beat)."""
-    return services.notifications_sweep()
+    """Re-send notifications that never reached spread and requests never verified (run by beat)."""
+    return services.hub_sweep()

@@ -178,3 +178,15 @@ def test_expired_subscription_is_removed_by_beat(hub, subscriber: Subscriber) ->
     _subscribe(Client(), TOPIC, subscriber.url("/cb"))
     Subscription.objects.update(expires_at=Subscription.objects.get().verified_at)
     wait_until(lambda: not Subscription.objects.exists(), timeout=15, what="beat to remove the expired subscription")
+
+
+def test_request_whose_verification_message_was_lost_is_verified_by_the_sweep(hub, subscriber: Subscriber) -> None:
+    # given a committed request whose verify task never reached the broker
+    request = SubscriptionRequest.objects.create(
+        mode="subscribe", topic=TOPIC, topic_key=TOPIC.lower(), callback=subscriber.url("/lost"), lease_seconds=3600
+    )
+    SubscriptionRequest.objects.filter(pk=request.pk).update(created_at=request.created_at - timedelta(seconds=10))
+    # then beat's sweep sends it to verification
+    done = wait_until(lambda: _request_done(request.pk), timeout=20, what="the sweep to verify the request")
+    assert done.state == SubscriptionRequest.State.VERIFIED
+    assert Subscription.objects.get().callback == subscriber.url("/lost")

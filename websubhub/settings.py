@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -114,7 +115,7 @@ WHITENOISE_USE_FINDERS = True
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["subscriptions.api.parsers.SafeJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
     "UNAUTHENTICATED_USER": None,
@@ -130,13 +131,17 @@ HUB_URL = env.str("HUB_URL", default="http://127.0.0.1:8000/hub")
 HUB_LEASE_SECONDS_DEFAULT = env.int("HUB_LEASE_SECONDS_DEFAULT", default=432_000)
 HUB_LEASE_SECONDS_MIN = env.int("HUB_LEASE_SECONDS_MIN", default=3_600)
 HUB_LEASE_SECONDS_MAX = env.int("HUB_LEASE_SECONDS_MAX", default=31_536_000)
+if not 0 < HUB_LEASE_SECONDS_MIN <= HUB_LEASE_SECONDS_DEFAULT <= HUB_LEASE_SECONDS_MAX:
+    raise ImproperlyConfigured("need 0 < HUB_LEASE_SECONDS_MIN <= HUB_LEASE_SECONDS_DEFAULT <= HUB_LEASE_SECONDS_MAX")
 
 # Regular expressions (comma-separated); a topic matching any of them is denied
 # after the 202 answer (WebSub §5.2).
 HUB_TOPIC_DENYLIST = [p for p in env.list("HUB_TOPIC_DENYLIST", default=[]) if p]
 
 # HMAC algorithm of X-Hub-Signature: sha1, sha256, sha384 or sha512 (WebSub §7.1).
-HUB_SIGNATURE_ALGORITHM = env.str("HUB_SIGNATURE_ALGORITHM", default="sha256")
+HUB_SIGNATURE_ALGORITHM = env.str("HUB_SIGNATURE_ALGORITHM", default="sha256").lower()
+if HUB_SIGNATURE_ALGORITHM not in ("sha1", "sha256", "sha384", "sha512"):
+    raise ImproperlyConfigured("HUB_SIGNATURE_ALGORITHM must be one of sha1, sha256, sha384, sha512")
 
 # Outbound HTTP (verification, delivery, topic fetch): seconds.
 HUB_HTTP_CONNECT_TIMEOUT = env.float("HUB_HTTP_CONNECT_TIMEOUT", default=5.0)
@@ -156,8 +161,9 @@ HUB_RETRY_BACKOFF_MAX = env.int("HUB_RETRY_BACKOFF_MAX", default=3_600)
 # second (shared/CELERY-FACTS.md, celery/celery#5927).
 HUB_DELIVERY_RATE_LIMIT = env.str("HUB_DELIVERY_RATE_LIMIT", default="") or None
 
-# How often beat removes expired subscriptions and re-sends notifications that
-# never reached spread (seconds), and how old such a notification must be.
+# How often beat removes expired subscriptions and re-sends work the broker may
+# have lost (notifications never spread, requests never verified), in seconds,
+# and how old such work must be before it is re-sent.
 HUB_EXPIRE_INTERVAL = env.int("HUB_EXPIRE_INTERVAL", default=60)
 HUB_SWEEP_INTERVAL = env.int("HUB_SWEEP_INTERVAL", default=60)
 HUB_SWEEP_GRACE_SECONDS = env.int("HUB_SWEEP_GRACE_SECONDS", default=120)
