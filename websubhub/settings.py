@@ -35,6 +35,9 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+# Origins allowed to POST the admin's forms when it is served behind a proxy
+# under another name (https://hub.example.org).
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -150,8 +153,9 @@ HUB_HTTP_READ_TIMEOUT = env.float("HUB_HTTP_READ_TIMEOUT", default=10.0)
 # Largest content the hub accepts or fetches for one notification (bytes).
 HUB_MAX_CONTENT_BYTES = env.int("HUB_MAX_CONTENT_BYTES", default=1_048_576)
 
-# Delivery retries: exponential backoff with full jitter, the n-th retry waiting
-# up to HUB_RETRY_BACKOFF_BASE * 2**n seconds, never more than HUB_RETRY_BACKOFF_MAX.
+# Delivery retries: exponential backoff with full jitter. Retry k (1, 2, ...)
+# waits a random time up to HUB_RETRY_BACKOFF_BASE * 2**(k-1) seconds, never more
+# than HUB_RETRY_BACKOFF_MAX; a delivery gets 1 + HUB_DELIVERY_MAX_RETRIES attempts.
 HUB_DELIVERY_MAX_RETRIES = env.int("HUB_DELIVERY_MAX_RETRIES", default=30)
 HUB_RETRY_BACKOFF_BASE = env.int("HUB_RETRY_BACKOFF_BASE", default=2)
 HUB_RETRY_BACKOFF_MAX = env.int("HUB_RETRY_BACKOFF_MAX", default=3_600)
@@ -228,7 +232,6 @@ CELERY_TASK_DEFAULT_QUEUE = "hub.periodic"
 CELERY_TASK_DEFAULT_EXCHANGE = "hub"
 CELERY_TASK_ROUTES = {
     "hub.verify": {"queue": "hub.verify"},
-    "hub.deny": {"queue": "hub.verify"},
     "hub.fetch_topic": {"queue": "hub.spread"},
     "hub.spread": {"queue": "hub.spread"},
     "hub.deliver": {"queue": "hub.deliver"},

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 from subscriptions import selectors, services
 from subscriptions.api import serializers
 from subscriptions.models import Notification, Subscription, SubscriptionRequest
+from subscriptions.topics import InvalidTopic, subscription_key
 
 
 def _refused(exc: services.HubError) -> Response:
@@ -41,8 +42,15 @@ class SubscriptionListCreate(generics.ListAPIView):
         queryset = Subscription.objects.order_by("id")
         topic = self.request.query_params.get("topic")
         callback = self.request.query_params.get("callback")
+        if "\x00" in (topic or "") + (callback or ""):
+            # Validation never stores a NUL, and PostgreSQL cannot even compare one (a 500, not an empty list).
+            return queryset.none()
         if topic is not None:
-            queryset = queryset.filter(topic=topic)
+            # The same topic however it is spelled: `un.cefact` finds `UN.CEFACT.*`.
+            try:
+                queryset = queryset.filter(topic_key=subscription_key(topic))
+            except InvalidTopic:
+                queryset = queryset.none()
         if callback is not None:
             queryset = queryset.filter(callback=callback)
         return queryset
