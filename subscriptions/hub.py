@@ -19,8 +19,9 @@ from websubhub.celery import app as celery_app
 logger = logging.getLogger(__name__)
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
-# A WebSub request has a handful of fields; more is abuse or a mistake.
-MAX_FIELDS = 100
+# A WebSub request has a handful of fields (a publish ping up to
+# MAX_PUBLISH_TOPICS); more is abuse or a mistake.
+MAX_FIELDS = 200
 # Topics one publish ping may name.
 MAX_PUBLISH_TOPICS = 100
 

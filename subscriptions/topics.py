@@ -59,12 +59,18 @@ def _segments(topic: str) -> list[str]:
     return segments
 
 
+def _check_not_other_url(topic: str) -> None:
+    if "://" in topic:
+        raise InvalidTopic("hub.topic URLs must be http:// or https://")
+
+
 def subscription_key(topic: str) -> str:
     """The key a subscription to `topic` is stored and matched under; raises InvalidTopic."""
     _check_common(topic)
     if is_url_topic(topic):
         _check_url(topic)
         return topic
+    _check_not_other_url(topic)
     return ".".join(_segments(topic)).lower()
 
 
@@ -77,6 +83,7 @@ def publish_keys(topic: str) -> list[str]:
     if is_url_topic(topic):
         _check_url(topic)
         return [topic]
+    _check_not_other_url(topic)
     if topic.endswith(WILDCARD_SUFFIX) or topic == "*":
         raise InvalidTopic("a published topic names one topic: it cannot end in '.*'")
     segments = [segment.lower() for segment in _segments(topic)]
