@@ -4,6 +4,8 @@ import enum
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import requests
 
@@ -12,7 +14,9 @@ from subscriptions import http
 SIGNATURE_ALGORITHMS = ("sha1", "sha256", "sha384", "sha512")
 DELIVERY_ID_HEADER = "X-Hub-Delivery"
 # How much of a failing answer's body to keep on the delivery for inspection.
-ERROR_BODY_CHARS = 200
+ERROR_BODY_CHARS = 500
+# Answers whose Retry-After header sets the earliest next attempt.
+RETRY_AFTER_STATUSES = (429, 503)
 
 
 def signature(secret: str, body: bytes, algorithm: str) -> str:
@@ -61,18 +65,39 @@ class Result:
     outcome: Outcome
     status_code: int | None = None
     error: str = ""
+    # A failing answer's body, truncated, for the attempt log.
+    body: str = ""
+    # Seconds the subscriber asked us to wait (Retry-After on 429 or 503).
+    retry_after: float | None = None
 
 
-def classify(status_code: int, body_excerpt: str = "") -> Result:
-    """Any 2xx is delivered; 410 is gone; anything else (3xx included) is retried."""
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """A Retry-After header (delay in seconds or an HTTP date) as seconds from now; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def classify(status_code: int, body_excerpt: str = "", retry_after: str | None = None) -> Result:
+    """Any 2xx is delivered; 410 is gone; anything else (3xx included) is retried, after Retry-After on 429/503."""
     if 200 <= status_code < 300:
         return Result(Outcome.DELIVERED, status_code)
     if status_code == 410:
-        return Result(Outcome.GONE, status_code, "410 Gone")
+        return Result(Outcome.GONE, status_code, "410 Gone", body_excerpt)
     error = f"HTTP {status_code}"
     if body_excerpt:
         error = f"{error}: {body_excerpt}"
-    return Result(Outcome.RETRY, status_code, error)
+    wait = retry_after_seconds(retry_after) if status_code in RETRY_AFTER_STATUSES else None
+    return Result(Outcome.RETRY, status_code, error, body_excerpt, wait)
 
 
 def post(callback: str, body: bytes, request_headers: dict[str, str]) -> Result:
@@ -84,13 +109,12 @@ def post(callback: str, body: bytes, request_headers: dict[str, str]) -> Result:
     except requests.RequestException as exc:
         return Result(Outcome.RETRY, None, http.describe_error(exc))
     with response:
-        excerpt = ""
-        if not 200 <= response.status_code < 300:
-            excerpt = _excerpt(response)
-        else:
-            # Drain a small body so the connection can be reused; ignore a large one.
-            _excerpt(response)
-        return classify(response.status_code, excerpt)
+        # Read a little of any answer: the excerpt of a failure is kept, and a
+        # small success body is drained so the connection can be reused.
+        excerpt = _excerpt(response)
+        if 200 <= response.status_code < 300:
+            excerpt = ""
+        return classify(response.status_code, excerpt, response.headers.get("Retry-After"))
 
 
 def _excerpt(response: requests.Response) -> str:

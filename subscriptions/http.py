@@ -5,7 +5,8 @@ import threading
 
 import requests
 from django.conf import settings
-from requests.adapters import HTTPAdapter
+
+from subscriptions import netguard
 
 USER_AGENT = "websubhub/1.0 (+https://www.w3.org/TR/websub/)"
 # Connections kept alive per callback host; enough for a worker's threads.
@@ -19,15 +20,22 @@ def session() -> requests.Session:
     pid = os.getpid()
     cached = getattr(_local, "session", None)
     if cached is None or _local.pid != pid:
-        cached = requests.Session()
-        adapter = HTTPAdapter(pool_connections=POOL_MAXSIZE, pool_maxsize=POOL_MAXSIZE, max_retries=0)
-        cached.mount("http://", adapter)
-        cached.mount("https://", adapter)
-        cached.headers["User-Agent"] = USER_AGENT
-        # Proxies from the environment would send subscriber traffic elsewhere.
-        cached.trust_env = False
+        cached = new_session()
         _local.session, _local.pid = cached, pid
     return cached
+
+
+def new_session() -> requests.Session:
+    """A session whose every request, redirect hops included, passes the outbound address guard."""
+    fresh = requests.Session()
+    # The guard checks each connection's resolved address unless HUB_ALLOW_PRIVATE_ADDRESSES is on.
+    adapter = netguard.GuardedAdapter(pool_connections=POOL_MAXSIZE, pool_maxsize=POOL_MAXSIZE, max_retries=0)
+    fresh.mount("http://", adapter)
+    fresh.mount("https://", adapter)
+    fresh.headers["User-Agent"] = USER_AGENT
+    # Proxies from the environment would send subscriber traffic elsewhere.
+    fresh.trust_env = False
+    return fresh
 
 
 def timeout() -> tuple[float, float]:
@@ -37,6 +45,9 @@ def timeout() -> tuple[float, float]:
 
 def describe_error(exc: BaseException) -> str:
     """A short, secret-free description of a transport error for the record."""
+    if isinstance(exc, netguard.ForbiddenDestinationError):
+        # The guard's message names the host, address and rule, never the path or credentials.
+        return f"refused: {exc}"
     if isinstance(exc, requests.Timeout):
         return f"timeout: {type(exc).__name__}"
     if isinstance(exc, requests.ConnectionError):

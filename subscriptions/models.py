@@ -2,6 +2,7 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from subscriptions.topics import MAX_TOPIC_LENGTH
 
@@ -35,6 +36,20 @@ class Subscription(TimeStamped):
     expires_at = models.DateTimeField()
     verified_at = models.DateTimeField()
     state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
+    rate_limit = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        help_text='deliveries per window to this callback, like "100/10s"; empty uses HUB_CALLBACK_RATE_LIMIT',
+    )
+    # Circuit breaker: consecutive failed attempts pause the subscription; after
+    # `resume_after` one delivery probes the callback, and a success resumes it.
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    last_failure_reason = models.CharField(max_length=500, blank=True, default="")
+    paused_at = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.CharField(max_length=500, blank=True, default="")
+    resume_after = models.DateTimeField(null=True, blank=True, help_text="when a paused subscription is probed")
 
     class Meta:
         constraints = [
@@ -128,6 +143,9 @@ class Delivery(TimeStamped):
     last_error = models.CharField(max_length=500, blank=True, default="")
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # When a pending delivery should next run. The sweeper re-sends pending
+    # deliveries well past it: the database, not the broker, says what is owed.
+    due_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
@@ -136,10 +154,46 @@ class Delivery(TimeStamped):
         indexes = [
             models.Index(fields=["notification", "status"], name="delivery_notification_status"),
             models.Index(fields=["subscription", "status"], name="delivery_subscription_status"),
-            models.Index(fields=["status", "created_at"], name="delivery_status_created"),
+            models.Index(fields=["subscription", "-delivered_at"], name="delivery_subscription_success"),
+            models.Index(fields=["due_at"], condition=Q(status="pending"), name="delivery_pending_due"),
+            models.Index(fields=["status", "-last_attempt_at"], name="delivery_status_attempted"),
         ]
         ordering = ["-id"]
         verbose_name_plural = "deliveries"
 
     def __str__(self) -> str:
         return f"notification #{self.notification_id} -> {self.callback} ({self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    """One POST of a delivery to its callback, kept for inspection (the attempt log)."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField(help_text="attempt number within the delivery's current round")
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=200, blank=True, default="", help_text="HTTP status or error class")
+    response_body = models.CharField(max_length=1000, blank=True, default="", help_text="truncated")
+
+    class Meta:
+        indexes = [models.Index(fields=["delivery", "started_at"], name="attempt_delivery_started")]
+        ordering = ["started_at", "id"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery {self.delivery_id}: {self.status_code or self.error}"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class RateWindow(models.Model):
+    """Recent and reserved send times for one callback (the per-callback limit without Redis)."""
+
+    key = models.CharField(max_length=64, unique=True, help_text="sha256 of the callback URL")
+    slots = models.TextField(default="[]", help_text="JSON list of epoch seconds")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.key

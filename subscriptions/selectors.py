@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from datetime import datetime
+from typing import NamedTuple
 
 from django.db.models import Count, Q
 from django.db.models.functions import Length
@@ -12,24 +13,48 @@ from subscriptions.models import Delivery, Subscription
 MATCH_CHUNK = 2000
 
 
-def subscriptions_matching(keys: list[str], *, now: datetime) -> Iterator[tuple[int, str]]:
-    """(subscription id, callback) of every live subscription under one of keys, once per callback.
+class Match(NamedTuple):
+    subscription_id: int
+    callback: str
+    # When the subscription is paused and not yet due for a probe: park until then.
+    parked_until: datetime | None
+
+
+def subscriptions_matching(keys: list[str], *, now: datetime) -> Iterator[Match]:
+    """Every live subscription under one of keys, once per callback.
 
     One indexed query (`topic_key IN keys`), streamed in chunks. A callback
     subscribed at several matching levels appears once, with its most specific
     subscription (the longest key), whose secret then signs the delivery.
+    Paused subscriptions are included: their deliveries wait for the probe.
     """
     rows = (
-        Subscription.objects.filter(topic_key__in=keys, expires_at__gt=now, state=Subscription.State.ACTIVE)
+        Subscription.objects.filter(topic_key__in=keys, expires_at__gt=now)
         .annotate(key_length=Length("topic_key"))
         .order_by("callback", "-key_length")
-        .values_list("id", "callback")
+        .values_list("id", "callback", "state", "resume_after")
     )
     previous = None
-    for subscription_id, callback in rows.iterator(chunk_size=MATCH_CHUNK):
-        if callback != previous:
-            previous = callback
-            yield subscription_id, callback
+    for subscription_id, callback, state, resume_after in rows.iterator(chunk_size=MATCH_CHUNK):
+        if callback == previous:
+            continue
+        previous = callback
+        paused = state == Subscription.State.PAUSED and resume_after is not None and resume_after > now
+        yield Match(subscription_id, callback, resume_after if paused else None)
+
+
+def subscription_figures(*, subscription_id: int) -> dict[str, object]:
+    """Delivered and failed counts, last success and last failure of one subscription (indexed lookups)."""
+    deliveries = Delivery.objects.filter(subscription_id=subscription_id)
+    counts = deliveries.aggregate(
+        delivered=Count("id", filter=Q(status=Delivery.Status.DELIVERED)),
+        failed=Count("id", filter=Q(status=Delivery.Status.FAILED)),
+        pending=Count("id", filter=Q(status=Delivery.Status.PENDING)),
+    )
+    last = (
+        deliveries.filter(delivered_at__isnull=False).order_by("-delivered_at").values_list("delivered_at", flat=True)
+    ).first()
+    return {**counts, "last_success_at": last}
 
 
 def delivery_counts(*, notification_id: int) -> dict[str, int]:

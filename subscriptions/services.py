@@ -7,7 +7,9 @@ safe to run twice for the same input (tasks use acks_late).
 import json
 import logging
 import re
-from datetime import timedelta
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,14 +17,15 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from subscriptions import delivery, http, verification
+from subscriptions import delivery, http, ratelimit, verification
 from subscriptions.models import (
     MAX_CALLBACK_LENGTH,
     MAX_SECRET_BYTES,
     Delivery,
+    DeliveryAttempt,
     Notification,
     Subscription,
     SubscriptionRequest,
@@ -35,6 +38,13 @@ logger = logging.getLogger(__name__)
 
 # Deliveries created and enqueued per transaction while spreading.
 SPREAD_BATCH = 500
+DELIVER_QUEUE = "hub.deliver"
+# Retries wait on their own queue, so a failing subscriber's retries never
+# stand in front of first attempts to healthy ones.
+RETRY_QUEUE = "hub.deliver.retry"
+# How long one probe of a paused subscription holds the claim (seconds): longer
+# than an attempt can take, so a crashed probe frees it for the next delivery.
+PROBE_WINDOW_SECONDS = 60
 # Notifications re-sent to spread by one sweep; the next sweep takes the rest.
 SWEEP_LIMIT = 1000
 
@@ -294,6 +304,7 @@ def notification_spread(*, notification_id: int) -> int:
     Safe to re-run: the (notification, subscription) constraint stops a second
     row, and every still-pending delivery of the batch is enqueued again (a
     delivery is at least once; subscribers drop repeats by X-Hub-Delivery).
+    Deliveries to a paused subscription are created but parked until its probe.
     """
     notification = Notification.objects.filter(pk=notification_id).only("id", "topic", "spread_at").first()
     if notification is None or notification.spread_at is not None:
@@ -301,19 +312,28 @@ def notification_spread(*, notification_id: int) -> int:
     keys = publish_keys(notification.topic)
     enqueued = 0
     batch: list[Delivery] = []
-    for subscription_id, callback in subscriptions_matching(keys, now=timezone.now()):
-        batch.append(Delivery(notification_id=notification_id, subscription_id=subscription_id, callback=callback))
+    now = timezone.now()
+    for match in subscriptions_matching(keys, now=now):
+        batch.append(
+            Delivery(
+                notification_id=notification_id,
+                subscription_id=match.subscription_id,
+                callback=match.callback,
+                due_at=match.parked_until or now,
+            )
+        )
         if len(batch) >= SPREAD_BATCH:
             enqueued += _deliveries_create_and_enqueue(notification_id, batch)
             batch = []
     if batch:
         enqueued += _deliveries_create_and_enqueue(notification_id, batch)
     Notification.objects.filter(pk=notification_id, spread_at__isnull=True).update(spread_at=timezone.now())
-    logger.info("notification %s spread to %s callbacks", notification_id, enqueued)
+    logger.info("notification %s spread: %s deliveries enqueued", notification_id, enqueued)
     return enqueued
 
 
 def _deliveries_create_and_enqueue(notification_id: int, batch: list[Delivery]) -> int:
+    now = timezone.now()
     with transaction.atomic():
         Delivery.objects.bulk_create(batch, ignore_conflicts=True)
         ids = list(
@@ -321,27 +341,44 @@ def _deliveries_create_and_enqueue(notification_id: int, batch: list[Delivery]) 
                 notification_id=notification_id,
                 subscription_id__in=[d.subscription_id for d in batch],
                 status=Delivery.Status.PENDING,
+                due_at__lte=now,
             ).values_list("id", flat=True)
         )
         transaction.on_commit(lambda: deliveries_enqueue(ids))
     return len(ids)
 
 
-def deliveries_enqueue(ids: list[int]) -> None:
-    """Send one deliver task per id through a single producer connection."""
+def deliveries_enqueue(ids: list[int], *, retries: dict[int, int] | None = None) -> None:
+    """Send one deliver task per id through a single producer connection.
+
+    `retries` gives a delivery's attempts so far, so that a re-sent delivery
+    keeps its place in the backoff schedule and goes to the retry queue.
+    """
+    retries = retries or {}
     with celery_app.producer_or_acquire() as producer:
         for delivery_id in ids:
-            celery_app.send_task("hub.deliver", kwargs={"delivery_id": delivery_id}, producer=producer)
+            done = retries.get(delivery_id, 0)
+            celery_app.send_task(
+                "hub.deliver",
+                kwargs={"delivery_id": delivery_id},
+                producer=producer,
+                retries=done,
+                queue=RETRY_QUEUE if done else DELIVER_QUEUE,
+            )
 
 
 def hub_sweep() -> int:
     """Re-send the work the database says is owed but the broker may have lost; returns how many tasks were sent.
 
     Notifications accepted more than the grace period ago that never reached
-    spread go to spread again, and (un)subscribe requests still pending after it
-    go to verification again. Both tasks are idempotent.
+    spread go to spread again, (un)subscribe requests still pending after it go
+    to verification again, and pending deliveries whose due time is more than
+    the grace period past go to deliver again. Every task is idempotent; a
+    delivery is only re-sent while its queue is short (a long queue most likely
+    still holds it) and at most once per grace period.
     """
-    cutoff = timezone.now() - timedelta(seconds=settings.HUB_SWEEP_GRACE_SECONDS)
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.HUB_SWEEP_GRACE_SECONDS)
     notification_ids = list(
         Notification.objects.filter(spread_at__isnull=True, created_at__lt=cutoff)
         .order_by("created_at")
@@ -357,13 +394,34 @@ def hub_sweep() -> int:
             celery_app.send_task("hub.spread", kwargs={"notification_id": notification_id}, producer=producer)
         for request_id in request_ids:
             celery_app.send_task("hub.verify", kwargs={"request_id": request_id}, producer=producer)
-    if notification_ids or request_ids:
+    delivery_retries: dict[int, int] = {}
+    if max(queue_depth(DELIVER_QUEUE), queue_depth(RETRY_QUEUE)) <= settings.HUB_SWEEP_MAX_QUEUE:
+        delivery_retries = dict(
+            Delivery.objects.filter(status=Delivery.Status.PENDING, due_at__lt=cutoff)
+            .order_by("due_at")
+            .values_list("id", "attempts")[:SWEEP_LIMIT]
+        )
+    if delivery_retries:
+        Delivery.objects.filter(pk__in=list(delivery_retries), status=Delivery.Status.PENDING).update(due_at=now)
+        deliveries_enqueue(list(delivery_retries), retries=delivery_retries)
+    sent = len(notification_ids) + len(request_ids) + len(delivery_retries)
+    if sent:
         logger.warning(
-            "sweep re-sent %s notifications to spread and %s requests to verification",
+            "sweep re-sent %s notifications to spread, %s requests to verification, %s deliveries",
             len(notification_ids),
             len(request_ids),
+            len(delivery_retries),
         )
-    return len(notification_ids) + len(request_ids)
+    return sent
+
+
+def queue_depth(queue: str) -> int:
+    """Messages waiting in a broker queue (0 when the broker cannot tell)."""
+    try:
+        with celery_app.connection_for_write() as connection:
+            return connection.default_channel.queue_declare(queue=queue, passive=True).message_count
+    except Exception:  # noqa: BLE001 - a missing queue or a transport without counts: assume empty
+        return 0
 
 
 def topic_fetch_and_publish(*, topic: str) -> Notification:
@@ -395,12 +453,27 @@ def topic_fetch_and_publish(*, topic: str) -> Notification:
 # --- Delivering ---------------------------------------------------------------------------
 
 
-def delivery_attempt(*, delivery_id: int, attempt: int, final: bool) -> delivery.Outcome | None:
-    """POST one pending delivery to its callback and record the outcome.
+@dataclass(frozen=True)
+class Reschedule:
+    """The deliver task must run again in `countdown` seconds.
 
-    Raises DeliveryFailed when the attempt failed and `final` is false, so the
-    task retries; on the final attempt the delivery becomes failed instead. A
-    delivery that is no longer pending (done by an earlier run) is left alone.
+    `retry` is true when an attempt was made (the subscriber asked to wait with
+    Retry-After) and false when the rate limit deferred it before any attempt.
+    """
+
+    countdown: float
+    retry: bool
+
+
+def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule | None:
+    """Try one pending delivery: rate limit, circuit breaker, POST, and record the outcome.
+
+    Returns None when the delivery is settled or parked, a Reschedule when the
+    task must run again at a set time, and raises DeliveryFailed when the attempt
+    failed and retries remain (Celery's autoretry applies the backoff). A
+    delivery that is no longer pending (an earlier run settled it) is left alone,
+    which makes a repeated message harmless. `reserved` means the rate limit
+    already granted this run its slot.
     """
     row = Delivery.objects.select_related("notification", "subscription").filter(pk=delivery_id).first()
     if row is None or row.status != Delivery.Status.PENDING:
@@ -413,6 +486,25 @@ def delivery_attempt(*, delivery_id: int, attempt: int, final: bool) -> delivery
         logger.info("delivery %s cancelled: %s", delivery_id, reason)
         return None
 
+    probing = False
+    if subscription.state == Subscription.State.PAUSED:
+        probing = _probe_claim(subscription, now)
+        if not probing:
+            parked_until = max(subscription.resume_after or now, now) + timedelta(seconds=PROBE_WINDOW_SECONDS)
+            _delivery_update(delivery_id, due_at=parked_until)
+            logger.info("delivery %s parked: subscription %s is paused", delivery_id, subscription.pk)
+            return None
+
+    if not reserved:
+        rate = subscription_rate(subscription)
+        wait = ratelimit.reserve(row.callback, rate) if rate else 0.0
+        if wait > ratelimit.SLOT_TOLERANCE:
+            _delivery_update(delivery_id, due_at=now + timedelta(seconds=wait))
+            if probing:
+                _probe_release(subscription)
+            logger.info("delivery %s deferred %.2fs by the rate limit %s", delivery_id, wait, rate)
+            return Reschedule(countdown=wait, retry=False)
+
     notification = row.notification
     body = bytes(notification.content)
     request_headers = delivery.headers(
@@ -424,28 +516,179 @@ def delivery_attempt(*, delivery_id: int, attempt: int, final: bool) -> delivery
         secret=subscription.secret,
         algorithm=settings.HUB_SIGNATURE_ALGORITHM,
     )
+    attempt = row.attempts + 1
+    started = timezone.now()
+    clock = time.monotonic()
     result = delivery.post(row.callback, body, request_headers)
+    duration_ms = int((time.monotonic() - clock) * 1000)
     done = timezone.now()
     common = {"attempts": F("attempts") + 1, "last_status_code": result.status_code, "last_attempt_at": done}
-    log_args = (delivery_id, notification.pk, subscription.pk, attempt, result.status_code)
+    log_args = (delivery_id, notification.pk, subscription.pk, attempt, result.status_code, duration_ms)
+    DeliveryAttempt.objects.create(
+        delivery_id=delivery_id,
+        number=attempt,
+        started_at=started,
+        duration_ms=duration_ms,
+        status_code=result.status_code,
+        error="" if result.outcome is delivery.Outcome.DELIVERED else result.error.split(":", 1)[0][:200],
+        response_body=result.body[:1000],
+    )
 
     if result.outcome is delivery.Outcome.DELIVERED:
         _delivery_update(delivery_id, status=Delivery.Status.DELIVERED, delivered_at=done, last_error="", **common)
-        logger.info("delivery %s of notification %s to subscription %s: attempt %s delivered (%s)", *log_args)
-    elif result.outcome is delivery.Outcome.GONE:
+        logger.info("delivery %s of notification %s to subscription %s: attempt %s delivered (%s, %sms)", *log_args)
+        if probing or subscription.consecutive_failures:
+            _subscription_succeeded(subscription, resumed=probing)
+        return None
+
+    if result.outcome is delivery.Outcome.GONE:
         _delivery_update(
             delivery_id, status=Delivery.Status.CANCELLED, last_error="410 Gone: subscription ended", **common
         )
         Subscription.objects.filter(pk=subscription.pk).delete()
-        logger.info("delivery %s of notification %s to subscription %s: attempt %s gone (%s)", *log_args)
-    elif final:
+        logger.info("delivery %s of notification %s to subscription %s: attempt %s gone (%s, %sms)", *log_args)
+        return None
+
+    _subscription_failed(subscription, result.error, probing=probing, now=done)
+    if row.attempts >= settings.HUB_DELIVERY_MAX_RETRIES:
         _delivery_update(delivery_id, status=Delivery.Status.FAILED, last_error=result.error[:500], **common)
-        logger.warning("delivery %s of notification %s to subscription %s: attempt %s failed for good (%s)", *log_args)
-    else:
-        _delivery_update(delivery_id, last_error=result.error[:500], **common)
-        logger.info("delivery %s of notification %s to subscription %s: attempt %s failed (%s), retrying", *log_args)
-        raise DeliveryFailed(result.error)
-    return result.outcome
+        logger.warning(
+            "delivery %s of notification %s to subscription %s: attempt %s failed for good (%s, %sms)", *log_args
+        )
+        return None
+    if result.retry_after is not None:
+        wait = max(retry_delay_max(row.attempts), min(result.retry_after, settings.HUB_RETRY_AFTER_MAX))
+        _delivery_update(delivery_id, last_error=result.error[:500], due_at=done + timedelta(seconds=wait), **common)
+        logger.info(
+            "delivery %s of notification %s to subscription %s: attempt %s failed (%s, %sms), Retry-After: %.0fs",
+            *log_args,
+            wait,
+        )
+        return Reschedule(countdown=wait, retry=True)
+    due = done + timedelta(seconds=retry_delay_max(row.attempts))
+    _delivery_update(delivery_id, last_error=result.error[:500], due_at=due, **common)
+    logger.info("delivery %s of notification %s to subscription %s: attempt %s failed (%s, %sms), retrying", *log_args)
+    raise DeliveryFailed(result.error)
+
+
+def retry_delay_max(retries: int) -> float:
+    """The longest wait before retry number retries+1: Celery's backoff ceiling, before jitter."""
+    return float(min(settings.HUB_RETRY_BACKOFF_MAX, settings.HUB_RETRY_BACKOFF_BASE * 2**retries))
+
+
+def subscription_rate(subscription: Subscription) -> ratelimit.Rate | None:
+    """The subscription's own rate limit, else HUB_CALLBACK_RATE_LIMIT."""
+    text = subscription.rate_limit or settings.HUB_CALLBACK_RATE_LIMIT
+    try:
+        return ratelimit.parse_rate(text)
+    except ratelimit.InvalidRate:
+        logger.warning("subscription %s has an unreadable rate limit; using the default", subscription.pk)
+        return ratelimit.parse_rate(settings.HUB_CALLBACK_RATE_LIMIT)
+
+
+def _probe_claim(subscription: Subscription, now: datetime) -> bool:
+    """Whether this run is the one probe of a paused subscription whose cool-down is over."""
+    if subscription.resume_after is not None and subscription.resume_after > now:
+        return False
+    claimed = Subscription.objects.filter(
+        Q(resume_after__isnull=True) | Q(resume_after__lte=now), pk=subscription.pk, state=Subscription.State.PAUSED
+    ).update(resume_after=now + timedelta(seconds=PROBE_WINDOW_SECONDS))
+    return claimed == 1
+
+
+def _probe_release(subscription: Subscription) -> None:
+    """Give the probe back (this run did not attempt), so the next delivery may probe."""
+    Subscription.objects.filter(pk=subscription.pk, state=Subscription.State.PAUSED).update(resume_after=timezone.now())
+
+
+def _subscription_succeeded(subscription: Subscription, *, resumed: bool) -> None:
+    Subscription.objects.filter(pk=subscription.pk).update(
+        consecutive_failures=0, state=Subscription.State.ACTIVE, resume_after=None, updated_at=timezone.now()
+    )
+    if resumed:
+        logger.info("subscription %s resumed: the probe was delivered", subscription.pk)
+        subscription_release_parked(subscription_id=subscription.pk)
+
+
+def _subscription_failed(subscription: Subscription, error: str, *, probing: bool, now: datetime) -> None:
+    """Count a failed attempt; pause the subscription at the threshold, or keep it paused after a failed probe."""
+    cooldown = now + timedelta(seconds=settings.HUB_CALLBACK_PAUSE_COOLDOWN)
+    Subscription.objects.filter(pk=subscription.pk).update(
+        consecutive_failures=F("consecutive_failures") + 1,
+        last_failure_at=now,
+        last_failure_reason=error[:500],
+        updated_at=now,
+    )
+    if probing:
+        Subscription.objects.filter(pk=subscription.pk).update(resume_after=cooldown)
+        logger.info("subscription %s stays paused: the probe failed (%s)", subscription.pk, error[:100])
+        return
+    threshold = settings.HUB_CALLBACK_FAILURE_PAUSE
+    if threshold <= 0:
+        return
+    paused = Subscription.objects.filter(
+        pk=subscription.pk, state=Subscription.State.ACTIVE, consecutive_failures__gte=threshold
+    ).update(
+        state=Subscription.State.PAUSED,
+        paused_at=now,
+        resume_after=cooldown,
+        pause_reason=f"{threshold} consecutive failed delivery attempts; last: {error[:300]}",
+    )
+    if paused:
+        logger.warning("subscription %s paused after %s consecutive failed attempts", subscription.pk, threshold)
+
+
+def subscription_pause(*, subscription: Subscription, reason: str = "paused by an operator") -> None:
+    now = timezone.now()
+    Subscription.objects.filter(pk=subscription.pk).update(
+        state=Subscription.State.PAUSED,
+        paused_at=now,
+        pause_reason=reason[:500],
+        resume_after=now + timedelta(seconds=settings.HUB_CALLBACK_PAUSE_COOLDOWN),
+        updated_at=now,
+    )
+
+
+def subscription_resume(*, subscription: Subscription) -> int:
+    """Resume a paused subscription at once and send its parked deliveries; returns how many."""
+    Subscription.objects.filter(pk=subscription.pk).update(
+        state=Subscription.State.ACTIVE, consecutive_failures=0, resume_after=None, updated_at=timezone.now()
+    )
+    return subscription_release_parked(subscription_id=subscription.pk)
+
+
+def subscription_release_parked(*, subscription_id: int) -> int:
+    """Send every pending delivery of the subscription that waits for a later time (parked while paused)."""
+    now = timezone.now()
+    rows = dict(
+        Delivery.objects.filter(subscription_id=subscription_id, status=Delivery.Status.PENDING, due_at__gt=now)
+        .order_by("id")
+        .values_list("id", "attempts")
+    )
+    for start in range(0, len(rows), SPREAD_BATCH):
+        ids = list(rows)[start : start + SPREAD_BATCH]
+        Delivery.objects.filter(pk__in=ids, status=Delivery.Status.PENDING).update(due_at=now)
+        deliveries_enqueue(ids, retries={i: rows[i] for i in ids})
+    return len(rows)
+
+
+def deliveries_replay(deliveries: QuerySet[Delivery]) -> int:
+    """Send failed deliveries again with a fresh retry budget (the dead-letter replay); returns how many."""
+    now = timezone.now()
+    ids = list(deliveries.filter(status=Delivery.Status.FAILED).values_list("id", flat=True))
+    for start in range(0, len(ids), SPREAD_BATCH):
+        chunk = ids[start : start + SPREAD_BATCH]
+        with transaction.atomic():
+            updated = list(
+                Delivery.objects.filter(pk__in=chunk, status=Delivery.Status.FAILED).values_list("id", flat=True)
+            )
+            Delivery.objects.filter(pk__in=updated).update(
+                status=Delivery.Status.PENDING, attempts=0, due_at=now, updated_at=now
+            )
+            transaction.on_commit(lambda updated=updated: deliveries_enqueue(updated))
+    if ids:
+        logger.info("replaying %s failed deliveries", len(ids))
+    return len(ids)
 
 
 def _delivery_update(delivery_id: int, **fields: Any) -> None:

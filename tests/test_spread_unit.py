@@ -151,11 +151,23 @@ def test_expired_specific_subscription_leaves_the_live_broader_one_to_receive(
     assert Delivery.objects.get().subscription_id == broad.pk
 
 
-def test_paused_subscription_gets_no_delivery(enqueued, django_capture_on_commit_callbacks):
-    SubscriptionFactory(topic="UN.CEFACT", state=Subscription.State.PAUSED)
+def test_paused_subscription_in_its_cool_down_gets_a_parked_delivery(enqueued, django_capture_on_commit_callbacks):
+    resume_after = timezone.now() + timedelta(minutes=5)
+    SubscriptionFactory(topic="UN.CEFACT", state=Subscription.State.PAUSED, resume_after=resume_after)
     notification = NotificationFactory(topic="UN.CEFACT")
     assert spread(notification, django_capture_on_commit_callbacks) == 0
-    assert not Delivery.objects.exists()
+    parked = Delivery.objects.get()
+    assert parked.status == Delivery.Status.PENDING
+    assert parked.due_at == resume_after
+    assert enqueued == [[]]
+
+
+def test_paused_subscription_past_its_cool_down_gets_a_delivery_to_probe(enqueued, django_capture_on_commit_callbacks):
+    resume_after = timezone.now() - timedelta(seconds=1)
+    SubscriptionFactory(topic="UN.CEFACT", state=Subscription.State.PAUSED, resume_after=resume_after)
+    notification = NotificationFactory(topic="UN.CEFACT")
+    assert spread(notification, django_capture_on_commit_callbacks) == 1
+    assert enqueued == [[Delivery.objects.get().pk]]
 
 
 def test_spreading_twice_creates_no_second_delivery(enqueued, django_capture_on_commit_callbacks):

@@ -153,24 +153,42 @@ HUB_HTTP_READ_TIMEOUT = env.float("HUB_HTTP_READ_TIMEOUT", default=10.0)
 # Largest content the hub accepts or fetches for one notification (bytes).
 HUB_MAX_CONTENT_BYTES = env.int("HUB_MAX_CONTENT_BYTES", default=1_048_576)
 
-# Delivery retries: exponential backoff with full jitter. Retry k (1, 2, ...)
-# waits a random time up to HUB_RETRY_BACKOFF_BASE * 2**(k-1) seconds, never more
-# than HUB_RETRY_BACKOFF_MAX; a delivery gets 1 + HUB_DELIVERY_MAX_RETRIES attempts.
-HUB_DELIVERY_MAX_RETRIES = env.int("HUB_DELIVERY_MAX_RETRIES", default=30)
+# Delivery retries: Celery's exponential backoff with full jitter. Retry k (1,
+# 2, ...) waits a random time up to HUB_RETRY_BACKOFF_BASE * 2**(k-1) seconds,
+# never more than HUB_RETRY_BACKOFF_MAX; a delivery gets 1 + HUB_DELIVERY_MAX_RETRIES
+# attempts. The defaults give a first retry within 2 s and attempts spread over
+# about 31 hours (at least 24 hours in 99.9% of cases): see README, "Delivery".
+HUB_DELIVERY_MAX_RETRIES = env.int("HUB_DELIVERY_MAX_RETRIES", default=72)
 HUB_RETRY_BACKOFF_BASE = env.int("HUB_RETRY_BACKOFF_BASE", default=2)
 HUB_RETRY_BACKOFF_MAX = env.int("HUB_RETRY_BACKOFF_MAX", default=3_600)
+# A 429 or 503 with Retry-After delays the next attempt by that much, at most this (seconds).
+HUB_RETRY_AFTER_MAX = env.int("HUB_RETRY_AFTER_MAX", default=3_600)
+
+# At most this many deliveries per callback URL per window ("100/10s"; "off"),
+# shared by every worker through Redis (or the database without Redis).
+# A subscription's own `rate_limit` overrides it.
+HUB_CALLBACK_RATE_LIMIT = env.str("HUB_CALLBACK_RATE_LIMIT", default="100/10s")
+
+# Circuit breaker: this many consecutive failed attempts pause a subscription
+# (0 never pauses); after the cool-down (seconds) one delivery probes it, and the
+# first success resumes it and sends what waited.
+HUB_CALLBACK_FAILURE_PAUSE = env.int("HUB_CALLBACK_FAILURE_PAUSE", default=20)
+HUB_CALLBACK_PAUSE_COOLDOWN = env.int("HUB_CALLBACK_PAUSE_COOLDOWN", default=300)
 
 # Celery's own rate_limit on the deliver task ("100/s", "10/m"), per worker
 # process. Unset by default: under a backlog it collapses to about one task a
-# second (shared/CELERY-FACTS.md, celery/celery#5927).
+# second (shared/CELERY-FACTS.md, celery/celery#5927). HUB_CALLBACK_RATE_LIMIT
+# is the limit that protects subscribers.
 HUB_DELIVERY_RATE_LIMIT = env.str("HUB_DELIVERY_RATE_LIMIT", default="") or None
 
 # How often beat removes expired subscriptions and re-sends work the broker may
-# have lost (notifications never spread, requests never verified), in seconds,
-# and how old such work must be before it is re-sent.
+# have lost (notifications never spread, requests never verified, deliveries past
+# due), in seconds; how late such work must be before it is re-sent; and the
+# queue length above which deliveries are not re-sent (the queue likely holds them).
 HUB_EXPIRE_INTERVAL = env.int("HUB_EXPIRE_INTERVAL", default=60)
 HUB_SWEEP_INTERVAL = env.int("HUB_SWEEP_INTERVAL", default=60)
-HUB_SWEEP_GRACE_SECONDS = env.int("HUB_SWEEP_GRACE_SECONDS", default=120)
+HUB_SWEEP_GRACE_SECONDS = env.int("HUB_SWEEP_GRACE_SECONDS", default=600)
+HUB_SWEEP_MAX_QUEUE = env.int("HUB_SWEEP_MAX_QUEUE", default=1_000)
 
 # --- Celery --------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
@@ -227,7 +245,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # One queue per kind of work, so a flood of deliveries never delays a
 # verification. A worker started without -Q consumes all of them.
-HUB_QUEUES = ("hub.verify", "hub.spread", "hub.deliver", "hub.periodic")
+HUB_QUEUES = ("hub.verify", "hub.spread", "hub.deliver", "hub.deliver.retry", "hub.periodic")
 CELERY_TASK_DEFAULT_QUEUE = "hub.periodic"
 CELERY_TASK_DEFAULT_EXCHANGE = "hub"
 CELERY_TASK_ROUTES = {

@@ -1,0 +1,477 @@
+"""The outbound-request guard: hub traffic may only reach globally routable addresses.
+
+Two layers, both needed:
+
+- `check_url` runs when a URL is accepted (a callback at subscribe time, a topic
+  before fetching) and gives a 400-worthy reason. It parses the URL the way
+  requests and urllib3 will, so both agree on the host.
+- `GuardedAdapter` runs when a socket is opened: it resolves the host itself,
+  checks every address, and connects to one of the addresses it checked. DNS
+  rebinding (a name that answers a public address at subscribe time and
+  127.0.0.1 later) and redirect hops therefore meet the same rules. The Host
+  header, TLS SNI and certificate verification keep the original name.
+
+Both are switched off by `HUB_ALLOW_PRIVATE_ADDRESSES` (development and tests
+only), which restores plain requests behaviour.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import socket
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, LocationParseError, NameResolutionError, NewConnectionError
+from urllib3.util import Timeout, parse_url
+from urllib3.util.connection import allowed_gai_family
+
+logger = logging.getLogger(__name__)
+
+# Tests replace this (and only this) to make a host name resolve to a chosen address.
+getaddrinfo = socket.getaddrinfo
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+ALLOWED_SCHEMES = ("http", "https")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# The standard web ports plus everything unprivileged: keeps ssh (22), smtp (25) and friends out.
+DEFAULT_ALLOWED_PORTS = "80,443,1024-65535"
+MAX_PORT = 65535
+_TRUE_STRINGS = frozenset({"1", "true", "yes", "on"})
+
+# Characters that can make up a numeric IPv4 form that inet_aton accepts (decimal, octal, hex, 1-4 parts).
+_NUMERIC_HOST = re.compile(r"[0-9a-fx.]+")
+
+
+def _nets(*cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(cidr) for cidr in cidrs)
+
+
+# Ranges refused with a name, most specific first. Everything else must also pass
+# `is_global`; this table makes the answer independent of the Python version's registry.
+_IPV4_FORBIDDEN: tuple[tuple[tuple[ipaddress.IPv4Network, ...], str], ...] = (
+    (_nets("255.255.255.255/32"), "the broadcast address"),
+    (_nets("0.0.0.0/32"), "the unspecified address"),
+    (_nets("0.0.0.0/8"), "a 'this network' address (0.0.0.0/8)"),
+    (_nets("127.0.0.0/8"), "a loopback address"),
+    (_nets("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"), "a private address (RFC 1918)"),
+    (_nets("100.64.0.0/10"), "a shared address space address (RFC 6598, carrier-grade NAT)"),
+    (_nets("169.254.0.0/16"), "a link-local address"),
+    (_nets("192.0.0.0/24"), "an IETF protocol assignment address (192.0.0.0/24)"),
+    (_nets("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"), "a documentation address"),
+    (_nets("192.88.99.0/24"), "a 6to4 relay anycast address (deprecated)"),
+    (_nets("198.18.0.0/15"), "a benchmarking address (RFC 2544)"),
+    (_nets("224.0.0.0/4"), "a multicast address"),
+    (_nets("240.0.0.0/4"), "a reserved address"),
+)
+
+_IPV6_UNSPECIFIED = ipaddress.IPv6Address("::")
+_IPV6_LOOPBACK = ipaddress.IPv6Address("::1")
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # SIIT, RFC 2765
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_SIXTOFOUR = ipaddress.IPv6Network("2002::/16")
+_TEREDO = ipaddress.IPv6Network("2001::/32")
+_IETF_PROTOCOL = ipaddress.IPv6Network("2001::/23")
+# Parts of 2001::/23 that IANA lists as globally reachable.
+_IETF_PROTOCOL_GLOBAL = _nets(
+    "2001:1::1/128", "2001:1::2/128", "2001:3::/32", "2001:4:112::/48", "2001:20::/28", "2001:30::/28"
+)
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+_IPV6_FORBIDDEN: tuple[tuple[tuple[ipaddress.IPv6Network, ...], str], ...] = (
+    (_nets("64:ff9b:1::/48"), "a local-use NAT64 address (RFC 8215)"),
+    (_nets("100::/64"), "a discard-only address"),
+    (_nets("2001:2::/48"), "a benchmarking address"),
+    (_nets("2001:db8::/32", "3fff::/20"), "a documentation address"),
+    (_nets("fc00::/7"), "a private (unique local) address"),
+    (_nets("fe80::/10"), "a link-local address"),
+    (_nets("fec0::/10"), "a site-local address (deprecated)"),
+    (_nets("ff00::/8"), "a multicast address"),
+)
+
+
+class ForbiddenDestination(ValueError):  # noqa: N818 - the name reads as the reason for a 400
+    """A URL the hub refuses to send requests to; the message says why and is safe to show."""
+
+
+class UnresolvableDestination(ForbiddenDestination):
+    """The host name does not resolve, so its addresses cannot be vouched for."""
+
+
+class ForbiddenDestinationError(requests.exceptions.ConnectionError):
+    """The guard refused to open a connection; callers see a failed attempt with this message."""
+
+
+# --- Addresses ----------------------------------------------------------------------------
+
+
+def forbidden_reason(address: str | IPAddress) -> str | None:
+    """Why the hub must not connect to this address (a phrase like 'a loopback address'), or None.
+
+    Anything that is not globally routable is refused, including IPv6 forms that
+    carry an IPv4 address (mapped, compatible, translated, Teredo) and NAT64 or
+    6to4 addresses whose embedded IPv4 address is itself refused.
+    """
+    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _ipv4_reason(ip)
+    return _ipv6_reason(ip)
+
+
+def is_forbidden(address: str | IPAddress) -> bool:
+    return forbidden_reason(address) is not None
+
+
+def _ipv4_reason(ip: ipaddress.IPv4Address) -> str | None:
+    for networks, reason in _IPV4_FORBIDDEN:
+        if any(ip in network for network in networks):
+            return reason
+    if not ip.is_global:
+        return "not a globally routable address"
+    return None
+
+
+def _ipv6_reason(ip: ipaddress.IPv6Address) -> str | None:
+    if ip.scope_id:
+        ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
+    if ip == _IPV6_UNSPECIFIED:
+        return "the unspecified address"
+    if ip == _IPV6_LOOPBACK:
+        return "a loopback address"
+    if ip in _IPV4_MAPPED:
+        return _embedded("an IPv4-mapped IPv6 address", ip.ipv4_mapped, always=True)
+    if ip in _IPV4_TRANSLATED:
+        return _embedded("an IPv4-translated IPv6 address", _last_32_bits(ip), always=True)
+    if ip in _IPV4_COMPATIBLE:
+        return _embedded("an IPv4-compatible IPv6 address (deprecated)", _last_32_bits(ip), always=True)
+    if ip in _NAT64:
+        return _embedded("a NAT64 address", _last_32_bits(ip), always=False)
+    if ip in _SIXTOFOUR:
+        return _embedded("a 6to4 address", ip.sixtofour, always=False)
+    if ip in _TEREDO:
+        # The client address inside is obfuscated and the server can relay anywhere.
+        return "a Teredo tunnel address"
+    for networks, reason in _IPV6_FORBIDDEN:
+        if any(ip in network for network in networks):
+            return reason
+    if ip in _IETF_PROTOCOL and not any(ip in network for network in _IETF_PROTOCOL_GLOBAL):
+        return "an IETF protocol assignment address (2001::/23)"
+    if ip not in _GLOBAL_UNICAST:
+        return "a reserved address (outside the global unicast range 2000::/3)"
+    if not ip.is_global:
+        return "not a globally routable address"
+    return None
+
+
+def _last_32_bits(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+
+
+def _embedded(kind: str, ipv4: ipaddress.IPv4Address | None, *, always: bool) -> str | None:
+    """Refuse an IPv6 form that carries an IPv4 address: always, or when the IPv4 address is refused."""
+    inner = _ipv4_reason(ipv4) if ipv4 is not None else None
+    if inner is not None:
+        return f"{kind} of {ipv4}, {inner}"
+    if always:
+        return f"{kind} (of {ipv4})"
+    return None
+
+
+# --- Ports and settings -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PortSet:
+    """Allowed ports as inclusive ranges, parsed from a spec like '80,443,1024-65535'."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and any(low <= port <= high for low, high in self.ranges)
+
+    def __str__(self) -> str:
+        return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in self.ranges)
+
+
+def parse_ports(spec: str | Iterable[int | str] | PortSet) -> PortSet:
+    """A PortSet from '80,443,1024-65535' (or a list of ports and ranges); ValueError when malformed."""
+    if isinstance(spec, PortSet):
+        return spec
+    if not isinstance(spec, str):
+        spec = ",".join(str(item) for item in spec)
+    return _parse_port_spec(spec)
+
+
+@lru_cache(maxsize=16)
+def _parse_port_spec(spec: str) -> PortSet:
+    ranges = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        low_text, dash, high_text = item.partition("-")
+        try:
+            low = int(low_text)
+            high = int(high_text) if dash else low
+        except ValueError:
+            raise ValueError(f"not a port or a port range: {item!r}") from None
+        if not 1 <= low <= high <= MAX_PORT:
+            raise ValueError(f"port range out of bounds (1-{MAX_PORT}): {item!r}")
+        ranges.append((low, high))
+    if not ranges:
+        raise ValueError("no ports allowed")
+    return PortSet(tuple(ranges))
+
+
+def allow_private_addresses() -> bool:
+    """HUB_ALLOW_PRIVATE_ADDRESSES: true turns the address guard off (development and tests only)."""
+    value = getattr(settings, "HUB_ALLOW_PRIVATE_ADDRESSES", False)
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE_STRINGS
+    return bool(value)
+
+
+def allowed_ports() -> PortSet:
+    """HUB_ALLOWED_PORTS, default '80,443,1024-65535'."""
+    value = getattr(settings, "HUB_ALLOWED_PORTS", DEFAULT_ALLOWED_PORTS)
+    try:
+        return parse_ports(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"HUB_ALLOWED_PORTS: {exc}") from None
+
+
+# --- URLs ---------------------------------------------------------------------------------
+
+
+def check_url(
+    url: str, *, allow_private: bool, allowed_ports: str | Iterable[int | str] | PortSet = DEFAULT_ALLOWED_PORTS
+) -> None:
+    """Raise ForbiddenDestination unless url is http(s), on an allowed port, to public addresses only.
+
+    Literal addresses, including the decimal, octal, hex and short IPv4 forms
+    resolvers accept, are checked without DNS; a host name is resolved and every
+    address must be allowed. With allow_private, only the scheme and port are checked.
+    """
+    scheme, host, port = _target(url)
+    if scheme not in ALLOWED_SCHEMES:
+        raise ForbiddenDestination(f"only http and https URLs are allowed, not {scheme or 'no scheme'}")
+    ports = parse_ports(allowed_ports)
+    if port not in ports:
+        raise ForbiddenDestination(f"port {port} is not allowed (allowed ports: {ports})")
+    if allow_private:
+        return
+    literal = literal_address(host)
+    if literal is not None:
+        reason = forbidden_reason(literal)
+        if reason is not None:
+            shown = "" if str(literal) == host else f" is {literal}, which"
+            raise ForbiddenDestination(f"host {host}{shown} is {reason}; the hub does not send requests there")
+        return
+    _refuse_local_name(host)
+    for address in _resolve(host, port):
+        reason = forbidden_reason(address)
+        if reason is not None:
+            raise ForbiddenDestination(
+                f"host {host} resolves to {address}, {reason}; the hub does not send requests there"
+            )
+
+
+def check_url_with_settings(url: str) -> None:
+    """check_url with HUB_ALLOW_PRIVATE_ADDRESSES and HUB_ALLOWED_PORTS."""
+    check_url(url, allow_private=allow_private_addresses(), allowed_ports=allowed_ports())
+
+
+def _target(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) as requests and urllib3 will see them, so the check and the request agree."""
+    try:
+        scheme = parse_url(url).scheme or ""
+    except LocationParseError:
+        raise ForbiddenDestination("not a valid URL") from None
+    scheme = scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        return scheme, "", 0
+    prepared = requests.PreparedRequest()
+    try:
+        # Percent-encoding, IDNA and backslashes are normalised here, before urllib3 picks the host.
+        prepared.prepare_url(url, None)
+        parsed = parse_url(prepared.url or "")
+    except (requests.RequestException, LocationParseError, ValueError) as exc:
+        raise ForbiddenDestination(f"not a valid URL: {exc}") from None
+    host = (parsed.host or "").strip("[]")
+    if not host:
+        raise ForbiddenDestination("the URL has no host")
+    return scheme, host, parsed.port or DEFAULT_PORTS[scheme]
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a host written as an IP literal stands for, in any form inet_aton accepts; else None."""
+    if ":" in host:
+        try:
+            return ipaddress.IPv6Address(host.strip("[]"))
+        except ValueError:
+            raise ForbiddenDestination(f"host {host} is not a valid IPv6 address") from None
+    candidate = host.rstrip(".").lower()
+    if not _NUMERIC_HOST.fullmatch(candidate):
+        return None
+    try:
+        # inet_aton, like the system resolver, reads 2130706433, 0177.0.0.1, 0x7f.1 and 127.1 as 127.0.0.1.
+        return ipaddress.IPv4Address(socket.inet_aton(candidate))
+    except OSError:
+        return None
+
+
+def _refuse_local_name(host: str) -> None:
+    name = host.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        raise ForbiddenDestination(f"host {host} is a localhost name; the hub does not send requests there")
+
+
+def _resolve(host: str, port: int, family: int = socket.AF_UNSPEC) -> list[IPAddress]:
+    try:
+        infos = getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UnresolvableDestination(f"host {host} could not be resolved ({exc})") from None
+    if not infos:
+        raise UnresolvableDestination(f"host {host} has no addresses")
+    return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
+# --- Connect time -------------------------------------------------------------------------
+
+
+class _Refused(NewConnectionError):
+    """The guard refused the connection (urllib3 side; the adapter re-raises ForbiddenDestinationError)."""
+
+    def __init__(self, conn: HTTPConnection, reason: str) -> None:
+        self.reason = reason
+        super().__init__(conn, reason)
+
+
+class _GuardedConnectionMixin:
+    """Resolve the host, check every address, and connect only to an address that was checked."""
+
+    host: str
+    port: int
+    timeout: Any
+    source_address: tuple[str, int] | None
+    socket_options: Any
+    _dns_host: str
+
+    def _new_conn(self) -> socket.socket:
+        if allow_private_addresses():
+            return super()._new_conn()  # type: ignore[misc]
+        conn: Any = self
+        if self.port not in allowed_ports():
+            raise self._refuse(f"port {self.port} is not allowed (allowed ports: {allowed_ports()})")
+        host = self._dns_host.strip("[]")
+        try:
+            infos = getaddrinfo(host, self.port, allowed_gai_family(), socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, conn, exc) from exc
+        if not infos:
+            raise NameResolutionError(self.host, conn, socket.gaierror("no addresses"))
+        for *_, sockaddr in infos:
+            reason = forbidden_reason(sockaddr[0])
+            if reason is not None:
+                shown = sockaddr[0] if sockaddr[0] == host else f"{host} ({sockaddr[0]})"
+                raise self._refuse(f"{shown} is {reason}")
+        sock = self._connect_first(infos)
+        sys.audit("http.client.connect", self, self.host, self.port)
+        return sock
+
+    def _refuse(self, reason: str) -> _Refused:
+        logger.warning("outbound connection refused by the address guard: %s", reason)
+        return _Refused(self, f"refused by the outbound address guard: {reason}")  # type: ignore[arg-type]
+
+    def _connect_first(self, infos: list[tuple[Any, ...]]) -> socket.socket:
+        """Connect to the checked addresses in order, as urllib3's create_connection does with its own."""
+        conn: Any = self
+        timeout = Timeout.resolve_default_timeout(self.timeout)
+        error: OSError | None = None
+        for family, socktype, proto, _, sockaddr in infos:
+            sock = socket.socket(family, socktype, proto)
+            try:
+                for option in self.socket_options or ():
+                    sock.setsockopt(*option)
+                sock.settimeout(timeout)
+                if self.source_address:
+                    sock.bind(self.source_address)
+                sock.connect(sockaddr)
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            return sock
+        if isinstance(error, TimeoutError):
+            raise ConnectTimeoutError(conn, f"Connection to {self.host} timed out. (connect timeout={timeout})")
+        raise NewConnectionError(conn, f"Failed to establish a new connection: {error}")
+
+
+class GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
+    pass
+
+
+class GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class GuardedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = GuardedHTTPConnection
+
+
+class GuardedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = GuardedHTTPSConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections go only to addresses the guard checked at connect time.
+
+    Every request through a session with this adapter mounted, each redirect hop
+    included, is checked. A refusal raises ForbiddenDestinationError (a requests
+    ConnectionError). With HUB_ALLOW_PRIVATE_ADDRESSES it behaves as HTTPAdapter.
+    """
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": GuardedHTTPConnectionPool,
+            "https": GuardedHTTPSConnectionPool,
+        }
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        # Through a proxy the guard would check the proxy, not the destination.
+        if not allow_private_addresses():
+            raise ForbiddenDestinationError("outbound proxies are not allowed while the address guard is on")
+        return super().proxy_manager_for(proxy, **proxy_kwargs)
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        try:
+            return super().send(request, *args, **kwargs)
+        except requests.exceptions.ConnectionError as exc:
+            refused = _refusal_in(exc)
+            if refused is None:
+                raise
+            raise ForbiddenDestinationError(refused.reason, request=request) from None
+
+
+def _refusal_in(exc: requests.exceptions.ConnectionError) -> _Refused | None:
+    """The guard's refusal behind a requests error (requests wraps urllib3's MaxRetryError), if it is one."""
+    for candidate in (exc, *exc.args):
+        if isinstance(candidate, _Refused):
+            return candidate
+        reason = getattr(candidate, "reason", None)
+        if isinstance(reason, _Refused):
+            return reason
+    return None

@@ -1,0 +1,127 @@
+"""Per-callback delivery rate limit, shared by every worker process and machine.
+
+A strict sliding window with reservations: each send reserves a time slot such
+that no window of `window` seconds ever holds more than `limit` sends to one
+callback. A delivery over the limit gets a slot in the future and is deferred
+to it, so waiting never holds a worker, and a backlog for one callback is spread
+over successive windows instead of retrying all at once.
+
+With REDIS_URL the slots live in a Redis sorted set per callback, updated by one
+Lua script (atomic across machines, Redis's clock). Without Redis (the embedded
+default) they live in a database row per callback, updated under a row lock,
+which holds the limit for every process on one machine.
+"""
+
+import hashlib
+import json
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+
+# Sends this close to their slot go now rather than being deferred (seconds).
+SLOT_TOLERANCE = 0.05
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class InvalidRate(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Rate:
+    limit: int
+    window: float  # seconds
+
+    def __str__(self) -> str:
+        return f"{self.limit}/{self.window:g}s"
+
+
+def parse_rate(text: str) -> Rate | None:
+    """`100/10s`, `5/s`, `1000/1m`, `20/500ms`; "" or "off" means no limit (None). Raises InvalidRate."""
+    text = (text or "").strip()
+    if text.lower() in ("", "off", "none"):
+        return None
+    match = _RATE.match(text)
+    if not match:
+        raise InvalidRate(
+            f'rate limit must look like "100/10s" (count/[number]unit; unit ms, s, m, h, d), not {text!r}'
+        )
+    count, number, unit = match.groups()
+    if unit is None:
+        raise InvalidRate(f"rate limit {text!r} needs a unit: ms, s, m, h or d")
+    window = float(number or 1) * _UNIT_SECONDS[unit.lower()]
+    if int(count) <= 0 or window <= 0:
+        raise InvalidRate(f"rate limit {text!r} must allow at least one delivery in a positive window")
+    return Rate(int(count), window)
+
+
+def callback_key(callback: str) -> str:
+    return hashlib.sha256(callback.encode("utf-8")).hexdigest()
+
+
+def reserve(callback: str, rate: Rate) -> float:
+    """Reserve the next send to callback; returns how many seconds from now its slot is (0 = send now)."""
+    if settings.REDIS_URL:
+        return _reserve_redis(callback_key(callback), rate)
+    return _reserve_database(callback_key(callback), rate)
+
+
+# The slot is the later of now and the limit-th most recent reservation plus the
+# window; reservations are made in order, so the set never holds more than
+# `limit` slots in any window. Times are milliseconds on Redis's clock.
+_LUA = """
+local key = KEYS[1]
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+local slot = now
+if redis.call('ZCARD', key) >= limit then
+  local nth = redis.call('ZRANGE', key, -limit, -limit, 'WITHSCORES')
+  slot = math.max(now, tonumber(nth[2]) + window)
+end
+redis.call('ZADD', key, slot, ARGV[3])
+redis.call('ZREMRANGEBYRANK', key, 0, -(limit + 1))
+redis.call('PEXPIRE', key, slot - now + window + 1000)
+return slot - now
+"""
+
+_redis_lock = threading.Lock()
+_redis_state: dict[str, object] = {}
+
+
+def _script():
+    with _redis_lock:
+        if _redis_state.get("url") != settings.REDIS_URL:
+            import redis
+
+            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
+            _redis_state.update(url=settings.REDIS_URL, script=client.register_script(_LUA))
+        return _redis_state["script"]
+
+
+def _reserve_redis(key: str, rate: Rate) -> float:
+    wait_ms = _script()(keys=[f"hub:rate:{key}"], args=[rate.limit, int(rate.window * 1000), uuid.uuid4().hex])
+    return max(0.0, int(wait_ms) / 1000)
+
+
+def _reserve_database(key: str, rate: Rate) -> float:
+    from subscriptions.models import RateWindow
+
+    with transaction.atomic():
+        row, _ = RateWindow.objects.select_for_update().get_or_create(key=key)
+        now = time.time()
+        slots = [slot for slot in json.loads(row.slots) if slot > now - rate.window]
+        slot = now if len(slots) < rate.limit else max(now, slots[-rate.limit] + rate.window)
+        slots.append(slot)
+        row.slots = json.dumps(slots[-rate.limit :])
+        row.save(update_fields=["slots", "updated_at"])
+    return max(0.0, slot - now)
