@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from kombu.exceptions import OperationalError
 
-from subscriptions import services
+from subscriptions import netguard, services
 from subscriptions.topics import is_url_topic
 from websubhub.celery import app as celery_app
 
@@ -85,6 +85,10 @@ def _publish(fields: dict[str, list[str]]) -> HttpResponse:
                 "hub.mode=publish fetches the topic, so it must be an http(s) URL; "
                 "publish to a dotted topic with POST /api/notifications/"
             )
+        try:
+            netguard.check_url_with_settings(topic)
+        except netguard.ForbiddenDestination as exc:
+            raise services.HubError(f"hub.topic refused: {exc}") from None
     try:
         with celery_app.producer_or_acquire() as producer:
             for topic in unique:

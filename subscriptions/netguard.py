@@ -103,7 +103,7 @@ _IPV6_FORBIDDEN: tuple[tuple[tuple[ipaddress.IPv6Network, ...], str], ...] = (
 )
 
 
-class ForbiddenDestination(ValueError):  # noqa: N818 - the name reads as the reason for a 400
+class ForbiddenDestination(ValueError):
     """A URL the hub refuses to send requests to; the message says why and is safe to show."""
 
 

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from subscriptions import delivery, http, ratelimit, verification
+from subscriptions import delivery, http, netguard, ratelimit, verification
 from subscriptions.models import (
     MAX_CALLBACK_LENGTH,
     MAX_SECRET_BYTES,
@@ -96,6 +96,10 @@ def callback_validate(callback: str) -> None:
         raise HubError("hub.callback must be an http:// or https:// URL")
     if not parts.hostname:
         raise HubError("hub.callback URL has no host")
+    try:
+        netguard.check_url_with_settings(callback)
+    except netguard.ForbiddenDestination as exc:
+        raise HubError(f"hub.callback refused: {exc}") from None
 
 
 def secret_validate(secret: str) -> None:
@@ -490,7 +494,10 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
     if subscription.state == Subscription.State.PAUSED:
         probing = _probe_claim(subscription, now)
         if not probing:
-            parked_until = max(subscription.resume_after or now, now) + timedelta(seconds=PROBE_WINDOW_SECONDS)
+            # Another run holds the probe, or the cool-down is on: wait for its end
+            # (read afresh, since a probe moves it); a resume releases this delivery.
+            fresh = Subscription.objects.filter(pk=subscription.pk).values_list("resume_after", flat=True).first()
+            parked_until = max(fresh or now, now + timedelta(seconds=1))
             _delivery_update(delivery_id, due_at=parked_until)
             logger.info("delivery %s parked: subscription %s is paused", delivery_id, subscription.pk)
             return None
@@ -549,13 +556,24 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
         logger.info("delivery %s of notification %s to subscription %s: attempt %s gone (%s, %sms)", *log_args)
         return None
 
-    _subscription_failed(subscription, result.error, probing=probing, now=done)
+    paused_until = _subscription_failed(subscription, result.error, probing=probing, now=done)
     if row.attempts >= settings.HUB_DELIVERY_MAX_RETRIES:
         _delivery_update(delivery_id, status=Delivery.Status.FAILED, last_error=result.error[:500], **common)
         logger.warning(
             "delivery %s of notification %s to subscription %s: attempt %s failed for good (%s, %sms)", *log_args
         )
         return None
+    if paused_until is not None:
+        # The subscription is paused: this delivery's next attempt is the probe
+        # at the end of the cool-down.
+        wait = (paused_until - done).total_seconds()
+        _delivery_update(delivery_id, last_error=result.error[:500], due_at=paused_until, **common)
+        logger.info(
+            "delivery %s of notification %s to subscription %s: attempt %s failed (%s, %sms), probe in %.0fs",
+            *log_args,
+            wait,
+        )
+        return Reschedule(countdown=wait, retry=True)
     if result.retry_after is not None:
         wait = max(retry_delay_max(row.attempts), min(result.retry_after, settings.HUB_RETRY_AFTER_MAX))
         _delivery_update(delivery_id, last_error=result.error[:500], due_at=done + timedelta(seconds=wait), **common)
@@ -610,8 +628,12 @@ def _subscription_succeeded(subscription: Subscription, *, resumed: bool) -> Non
         subscription_release_parked(subscription_id=subscription.pk)
 
 
-def _subscription_failed(subscription: Subscription, error: str, *, probing: bool, now: datetime) -> None:
-    """Count a failed attempt; pause the subscription at the threshold, or keep it paused after a failed probe."""
+def _subscription_failed(subscription: Subscription, error: str, *, probing: bool, now: datetime) -> datetime | None:
+    """Count a failed attempt; pause the subscription at the threshold, or keep it paused after a failed probe.
+
+    Returns the end of the cool-down when this failure paused the subscription
+    (or kept it paused), else None.
+    """
     cooldown = now + timedelta(seconds=settings.HUB_CALLBACK_PAUSE_COOLDOWN)
     Subscription.objects.filter(pk=subscription.pk).update(
         consecutive_failures=F("consecutive_failures") + 1,
@@ -622,10 +644,10 @@ def _subscription_failed(subscription: Subscription, error: str, *, probing: boo
     if probing:
         Subscription.objects.filter(pk=subscription.pk).update(resume_after=cooldown)
         logger.info("subscription %s stays paused: the probe failed (%s)", subscription.pk, error[:100])
-        return
+        return cooldown
     threshold = settings.HUB_CALLBACK_FAILURE_PAUSE
     if threshold <= 0:
-        return
+        return None
     paused = Subscription.objects.filter(
         pk=subscription.pk, state=Subscription.State.ACTIVE, consecutive_failures__gte=threshold
     ).update(
@@ -636,6 +658,20 @@ def _subscription_failed(subscription: Subscription, error: str, *, probing: boo
     )
     if paused:
         logger.warning("subscription %s paused after %s consecutive failed attempts", subscription.pk, threshold)
+        return cooldown
+    return None
+
+
+def subscription_set_rate_limit(*, subscription: Subscription, rate_limit: str) -> None:
+    """Set a subscription's own rate limit ("" for the default); raises HubError when unreadable."""
+    rate_limit = (rate_limit or "").strip()
+    if rate_limit:
+        try:
+            ratelimit.parse_rate(rate_limit)
+        except ratelimit.InvalidRate as exc:
+            raise HubError(str(exc)) from None
+    Subscription.objects.filter(pk=subscription.pk).update(rate_limit=rate_limit, updated_at=timezone.now())
+    subscription.rate_limit = rate_limit
 
 
 def subscription_pause(*, subscription: Subscription, reason: str = "paused by an operator") -> None:

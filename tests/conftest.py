@@ -6,6 +6,7 @@ broker) and the test database, so end-to-end tests use `transactional_db`:
 their rows are committed where the worker can see them.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,6 +36,10 @@ WORKER_ENV = {
     "HUB_EXPIRE_INTERVAL": "1",
     "HUB_SWEEP_INTERVAL": "1",
     "HUB_SWEEP_GRACE_SECONDS": "3",
+    "HUB_CALLBACK_FAILURE_PAUSE": "6",
+    "HUB_CALLBACK_PAUSE_COOLDOWN": "2",
+    "HUB_RETRY_AFTER_MAX": "5",
+    "HUB_ALLOW_PRIVATE_ADDRESSES": "true",
 }
 WORKER_READY_TIMEOUT = 60
 
@@ -77,10 +82,15 @@ class WorkerProcess:
             "--loglevel=INFO",
             f"--hostname=e2e-{os.getpid()}@%h",
         ]
+        before = self.log_path.read_bytes().count(b" ready.") if self.log_path.exists() else 0
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        # Its own process group: `--beat` runs beat in a child process, which a
+        # kill must take down too (an orphaned beat would go on sending tasks).
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + WORKER_READY_TIMEOUT
-        while b" ready." not in self.log_path.read_bytes():
+        while self.log_path.read_bytes().count(b" ready.") <= before:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the Celery worker did not start:\n{self.log_tail()}")
             time.sleep(0.1)
@@ -88,12 +98,28 @@ class WorkerProcess:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        self._signal_group(signal.SIGTERM)
         try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self._signal_group(signal.SIGKILL)
             self.process.wait()
+        self._signal_group(signal.SIGKILL)  # whatever of the group outlived the main process
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no warm shutdown, nothing acknowledged."""
+        if self.process is not None and self.process.poll() is None:
+            self._signal_group(signal.SIGKILL)
+            self.process.wait()
+
+    def _signal_group(self, signum: int) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
+
+    def ensure_running(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            self.start()
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -119,7 +145,26 @@ def celery_worker(django_db_setup, django_db_blocker) -> Iterator[WorkerProcess]
 @pytest.fixture
 def hub(celery_worker: WorkerProcess, transactional_db: None) -> Iterator[WorkerProcess]:
     """A running hub: committed database rows and the worker; shows the worker's log if the test fails."""
+    celery_worker.ensure_running()
     yield celery_worker
+    # A test that stopped or killed the worker leaves a running one behind.
+    celery_worker.ensure_running()
+
+
+def broker_flush() -> None:
+    """Empty the broker, as a Redis restarted without persistence would be."""
+    from django.conf import settings
+
+    if settings.REDIS_URL and settings.CELERY_BROKER_URL == settings.REDIS_URL:
+        import redis
+
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+        return
+    if settings.CELERY_BROKER_URL.startswith("filesystem"):
+        for message in (settings.BROKER_DIR / "data").glob("*"):
+            message.unlink(missing_ok=True)
+        return
+    raise RuntimeError(f"no way to flush the broker {settings.CELERY_BROKER_URL.split(':')[0]}")
 
 
 @pytest.fixture

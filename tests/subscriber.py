@@ -4,6 +4,7 @@ It answers verification GETs (echoing hub.challenge unless told otherwise),
 serves topic content on other GETs, and records every request it receives.
 """
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,15 @@ class Received:
 
 
 @dataclass
+class Answer:
+    """One planned answer to a delivery POST."""
+
+    status: int = 204
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
 class Verification:
     """How the subscriber answers a verification GET: echo the challenge, or not."""
 
@@ -41,7 +51,8 @@ class Subscriber:
         self.received: list[Received] = []
         self.lock = threading.Lock()
         self.verification: dict[str, Verification] = {}
-        self.post_statuses: dict[str, list[int]] = {}
+        # Planned answers per path, consumed one per POST (a status or an Answer); then 204.
+        self.post_statuses: dict[str, list[int | Answer]] = {}
         self.post_delay: dict[str, float] = {}
         self.content: dict[str, tuple[bytes, str]] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -131,8 +142,13 @@ class Subscriber:
                     time.sleep(delay)
                 with subscriber.lock:
                     queue = subscriber.post_statuses.get(item.path)
-                    status = queue.pop(0) if queue else 204
-                self._answer(status)
+                    planned = queue.pop(0) if queue else 204
+                answer = planned if isinstance(planned, Answer) else Answer(status=planned)
+                if answer.delay:
+                    time.sleep(answer.delay)
+                # OSError: the hub gave up on this request (timeout, or its worker was killed).
+                with contextlib.suppress(OSError):
+                    self._answer(answer.status, b"", answer.headers)
 
         return Handler
 

@@ -146,6 +146,13 @@ HUB_SIGNATURE_ALGORITHM = env.str("HUB_SIGNATURE_ALGORITHM", default="sha256").l
 if HUB_SIGNATURE_ALGORITHM not in ("sha1", "sha256", "sha384", "sha512"):
     raise ImproperlyConfigured("HUB_SIGNATURE_ALGORITHM must be one of sha1, sha256, sha384, sha512")
 
+# Outbound requests (verification, delivery, topic fetch) may only reach public
+# addresses on these ports, checked when a URL is given and again at connect
+# time. HUB_ALLOW_PRIVATE_ADDRESSES=true lifts the address check: development
+# and tests only (scripts/run and scripts/test set it).
+HUB_ALLOW_PRIVATE_ADDRESSES = env.bool("HUB_ALLOW_PRIVATE_ADDRESSES", default=False)
+HUB_ALLOWED_PORTS = env.str("HUB_ALLOWED_PORTS", default="80,443,1024-65535")
+
 # Outbound HTTP (verification, delivery, topic fetch): seconds.
 HUB_HTTP_CONNECT_TIMEOUT = env.float("HUB_HTTP_CONNECT_TIMEOUT", default=5.0)
 HUB_HTTP_READ_TIMEOUT = env.float("HUB_HTTP_READ_TIMEOUT", default=10.0)

@@ -2,8 +2,15 @@
 
 from rest_framework import serializers
 
-from subscriptions import services
-from subscriptions.models import MAX_CALLBACK_LENGTH, Notification, Subscription, SubscriptionRequest
+from subscriptions import ratelimit, services
+from subscriptions.models import (
+    MAX_CALLBACK_LENGTH,
+    Delivery,
+    DeliveryAttempt,
+    Notification,
+    Subscription,
+    SubscriptionRequest,
+)
 from subscriptions.topics import MAX_TOPIC_LENGTH
 
 
@@ -45,9 +52,24 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "verified_at",
             "expires_at",
             "has_secret",
+            "rate_limit",
+            "consecutive_failures",
+            "last_failure_at",
+            "last_failure_reason",
+            "paused_at",
+            "pause_reason",
+            "resume_after",
             "created_at",
             "updated_at",
         ]
+        read_only_fields = [name for name in fields if name != "rate_limit"]
+
+    def validate_rate_limit(self, value: str) -> str:
+        try:
+            ratelimit.parse_rate(value)
+        except ratelimit.InvalidRate as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return value.strip()
 
 
 class SubscriptionCreateSerializer(serializers.Serializer):
@@ -71,4 +93,33 @@ class SubscriptionRequestSerializer(serializers.ModelSerializer):
             "response_status",
             "created_at",
             "completed_at",
+        ]
+
+
+class DeliveryAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DeliveryAttempt
+        fields = ["number", "started_at", "duration_ms", "status_code", "error", "response_body"]
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    attempt_log = DeliveryAttemptSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id",
+            "uuid",
+            "notification",
+            "subscription",
+            "callback",
+            "status",
+            "attempts",
+            "last_status_code",
+            "last_error",
+            "last_attempt_at",
+            "delivered_at",
+            "due_at",
+            "created_at",
+            "attempt_log",
         ]

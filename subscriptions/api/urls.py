@@ -7,6 +7,12 @@ urlpatterns = [
     path("notifications/<int:pk>/", views.NotificationDetail.as_view(), name="notification-detail"),
     path("subscriptions/", views.SubscriptionListCreate.as_view(), name="subscription-list"),
     path("subscriptions/<int:pk>/", views.SubscriptionDetail.as_view(), name="subscription-detail"),
+    path("subscriptions/<int:pk>/retry-failed", views.SubscriptionRetryFailed.as_view(), name="subscription-retry"),
+    path("subscriptions/<int:pk>/pause", views.SubscriptionPause.as_view(), name="subscription-pause"),
+    path("subscriptions/<int:pk>/resume", views.SubscriptionResume.as_view(), name="subscription-resume"),
+    path("deliveries/", views.DeliveryList.as_view(), name="delivery-list"),
+    path("deliveries/<int:pk>/", views.DeliveryDetail.as_view(), name="delivery-detail"),
+    path("deliveries/<int:pk>/retry", views.DeliveryRetry.as_view(), name="delivery-retry"),
     path(
         "subscription-requests/<int:pk>/", views.SubscriptionRequestDetail.as_view(), name="subscription-request-detail"
     ),

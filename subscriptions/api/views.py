@@ -2,13 +2,14 @@
 
 from django.shortcuts import get_object_or_404
 from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from subscriptions import selectors, services
 from subscriptions.api import serializers
-from subscriptions.models import Notification, Subscription, SubscriptionRequest
+from subscriptions.models import Delivery, Notification, Subscription, SubscriptionRequest
 from subscriptions.topics import InvalidTopic, subscription_key
 
 
@@ -68,12 +69,83 @@ class SubscriptionListCreate(generics.ListAPIView):
         return Response(data, status=status.HTTP_202_ACCEPTED)
 
 
-class SubscriptionDetail(generics.RetrieveDestroyAPIView):
+class SubscriptionDetail(generics.RetrieveUpdateDestroyAPIView):
+    """GET, PATCH (only `rate_limit`) and DELETE one subscription."""
+
     serializer_class = serializers.SubscriptionSerializer
     queryset = Subscription.objects.all()
+    http_method_names = ["get", "patch", "delete", "head", "options"]
+
+    def perform_update(self, serializer: serializers.SubscriptionSerializer) -> None:
+        services.subscription_set_rate_limit(
+            subscription=serializer.instance,
+            rate_limit=serializer.validated_data.get("rate_limit", serializer.instance.rate_limit),
+        )
 
     def perform_destroy(self, instance: Subscription) -> None:
         services.subscription_delete(subscription=instance)
+
+
+class SubscriptionRetryFailed(APIView):
+    def post(self, request: Request, pk: int) -> Response:
+        subscription = get_object_or_404(Subscription, pk=pk)
+        count = services.deliveries_replay(Delivery.objects.filter(subscription=subscription))
+        return Response({"retried": count}, status=status.HTTP_202_ACCEPTED)
+
+
+class SubscriptionPause(APIView):
+    def post(self, request: Request, pk: int) -> Response:
+        subscription = get_object_or_404(Subscription, pk=pk)
+        services.subscription_pause(subscription=subscription)
+        subscription.refresh_from_db()
+        return Response(serializers.SubscriptionSerializer(subscription).data)
+
+
+class SubscriptionResume(APIView):
+    def post(self, request: Request, pk: int) -> Response:
+        subscription = get_object_or_404(Subscription, pk=pk)
+        released = services.subscription_resume(subscription=subscription)
+        subscription.refresh_from_db()
+        return Response({**serializers.SubscriptionSerializer(subscription).data, "released": released})
+
+
+class DeliveryList(generics.ListAPIView):
+    """Deliveries with their attempt log; filters: subscription, notification, status."""
+
+    serializer_class = serializers.DeliverySerializer
+
+    def get_queryset(self):
+        queryset = Delivery.objects.prefetch_related("attempt_log").order_by("-id")
+        params = self.request.query_params
+        for name in ("subscription", "notification"):
+            value = params.get(name)
+            if value is not None:
+                if not value.isdigit():
+                    raise ValidationError({name: "must be a whole number (an id)"})
+                queryset = queryset.filter(**{f"{name}_id": int(value)})
+        state = params.get("status")
+        if state is not None:
+            if state not in Delivery.Status.values:
+                raise ValidationError({"status": f"must be one of {', '.join(Delivery.Status.values)}"})
+            queryset = queryset.filter(status=state)
+        return queryset
+
+
+class DeliveryDetail(generics.RetrieveAPIView):
+    serializer_class = serializers.DeliverySerializer
+    queryset = Delivery.objects.prefetch_related("attempt_log")
+
+
+class DeliveryRetry(APIView):
+    def post(self, request: Request, pk: int) -> Response:
+        delivery = get_object_or_404(Delivery, pk=pk)
+        if delivery.status != Delivery.Status.FAILED:
+            return Response(
+                {"detail": f"only a failed delivery can be retried; this one is {delivery.status}"},
+                status=status.HTTP_409_CONFLICT,
+            )
+        count = services.deliveries_replay(Delivery.objects.filter(pk=pk))
+        return Response({"retried": count}, status=status.HTTP_202_ACCEPTED)
 
 
 class SubscriptionRequestDetail(generics.RetrieveAPIView):

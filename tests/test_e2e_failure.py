@@ -1,0 +1,205 @@
+"""Delivery under failure, end to end: rate limits, Retry-After, pause and probe, crashes, lost broker state,
+the attempt log and replay. Real worker processes, real Redis (or the embedded broker), real subscribers."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+from kombu.exceptions import OperationalError
+
+from subscriptions.models import Delivery, DeliveryAttempt, Notification, Subscription
+from subscriptions.topics import subscription_key
+from tests.conftest import broker_flush
+from tests.subscriber import Answer, Subscriber, wait_until
+from websubhub.celery import app as celery_app
+
+pytestmark = pytest.mark.e2e
+
+
+def _subscription(topic: str, callback: str, **fields: object) -> Subscription:
+    now = timezone.now()
+    return Subscription.objects.create(
+        topic=topic,
+        topic_key=subscription_key(topic),
+        callback=callback,
+        lease_seconds=3600,
+        verified_at=now,
+        expires_at=now + timedelta(hours=1),
+        **fields,
+    )
+
+
+def _publish(topic: str, content: object) -> int:
+    response = Client().post(
+        "/api/notifications/", {"topic": topic, "content": content}, content_type="application/json"
+    )
+    assert response.status_code == 202, response.content
+    return response.json()["id"]
+
+
+def _statuses() -> list[str]:
+    return list(Delivery.objects.order_by("id").values_list("status", flat=True))
+
+
+def _all_delivered(count: int) -> bool:
+    return _statuses() == [Delivery.Status.DELIVERED] * count
+
+
+def test_rate_limit_per_callback_defers_without_dropping_or_counting_attempts(hub, subscriber: Subscriber) -> None:
+    # given a subscription limited to 3 deliveries per 2 seconds
+    _subscription("limited", subscriber.url("/limited"), rate_limit="3/2s")
+    # when 9 notifications arrive at once
+    for n in range(9):
+        _publish("limited", {"n": n})
+    # then every one arrives, each on its first attempt, never more than 3 in any 2 s
+    wait_until(lambda: _all_delivered(9), timeout=30, what="9 rate-limited deliveries")
+    arrivals = sorted(r.at for r in subscriber.deliveries("/limited"))
+    assert len(arrivals) == 9
+    tolerance = 0.25  # the time between a slot being granted and the POST arriving
+    for first, fourth in zip(arrivals, arrivals[3:], strict=False):
+        assert fourth - first >= 2.0 - tolerance, arrivals
+    assert arrivals[-1] - arrivals[0] >= 4.0 - tolerance
+    assert set(Delivery.objects.values_list("attempts", flat=True)) == {1}
+
+
+def test_retry_after_on_429_delays_the_next_attempt(hub, subscriber: Subscriber) -> None:
+    subscriber.post_statuses["/busy"] = [Answer(status=429, headers={"Retry-After": "3"})]
+    _subscription("busy", subscriber.url("/busy"))
+    _publish("busy", {"n": 1})
+    delivery = wait_until(lambda: Delivery.objects.filter(status=Delivery.Status.DELIVERED).first(), timeout=30)
+    first, second = subscriber.deliveries("/busy")
+    assert second.at - first.at >= 3.0 - 0.1
+    assert delivery.attempts == 2
+    assert [a.status_code for a in DeliveryAttempt.objects.order_by("started_at")] == [429, 204]
+
+
+def test_failing_subscriber_is_paused_then_probed_and_resumed_with_nothing_lost(hub, subscriber: Subscriber) -> None:
+    # given a subscriber that fails every time (the worker pauses at 6 failures, cool-down 2 s)
+    subscriber.post_statuses["/sick"] = [500] * 1000
+    subscription = _subscription("sick", subscriber.url("/sick"))
+    for n in range(6):
+        _publish("sick", {"n": n})
+    # then it is paused with a reason
+    paused = wait_until(
+        lambda: Subscription.objects.filter(pk=subscription.pk, state=Subscription.State.PAUSED).first(),
+        timeout=30,
+        what="the subscription to pause",
+    )
+    assert "6 consecutive failed delivery attempts" in paused.pause_reason
+    # and no more attempts are made while it is paused
+    failures = len(subscriber.deliveries("/sick"))
+    assert failures < 10
+    # and once it answers again, a probe resumes it and every notification arrives
+    subscriber.post_statuses["/sick"] = []
+    wait_until(lambda: _all_delivered(6), timeout=40, what="every delivery after the resume")
+    resumed = Subscription.objects.get(pk=subscription.pk)
+    assert resumed.state == Subscription.State.ACTIVE
+    assert resumed.consecutive_failures == 0
+    bodies = {r.body for r in subscriber.deliveries("/sick")}
+    assert bodies == {f'{{"n":{n}}}'.encode() for n in range(6)}
+
+
+def test_worker_killed_in_the_middle_of_a_delivery_completes_it_after_restart(hub, subscriber: Subscriber) -> None:
+    # given a delivery in flight to a slow subscriber
+    subscriber.post_statuses["/slow"] = [Answer(status=204, delay=4)]
+    _subscription("slow", subscriber.url("/slow"))
+    _publish("slow", {"n": 1})
+    wait_until(lambda: subscriber.deliveries("/slow"), what="the first POST to arrive")
+    # when the worker is killed with SIGKILL and started again
+    hub.kill()
+    hub.start()
+    # then the delivery completes (at least once; the same delivery id)
+    delivery = wait_until(lambda: Delivery.objects.filter(status=Delivery.Status.DELIVERED).first(), timeout=30)
+    received = subscriber.deliveries("/slow")
+    assert len(received) >= 2
+    assert {r.headers["X-Hub-Delivery"] for r in received} == {str(delivery.uuid)}
+
+
+def test_queued_work_lost_with_the_broker_is_still_delivered(hub, subscriber: Subscriber) -> None:
+    # given notifications queued while no worker runs
+    _subscription("queued", subscriber.url("/a"))
+    _subscription("queued", subscriber.url("/b"))
+    hub.stop()
+    for n in range(3):
+        _publish("queued.event", {"n": n})
+    # when the broker loses everything (Redis restarted empty) before a worker starts
+    broker_flush()
+    hub.start()
+    # then the sweep finds what the database says is owed
+    wait_until(lambda: _all_delivered(6), timeout=40, what="6 deliveries after the broker was emptied")
+    assert len(subscriber.deliveries("/a")) == 3 and len(subscriber.deliveries("/b")) == 3
+
+
+def test_retry_scheduled_when_the_broker_is_emptied_is_still_delivered(hub, subscriber: Subscriber) -> None:
+    # given a delivery that failed once and waits for its retry
+    subscriber.post_statuses["/retrying"] = [500]
+    _subscription("retrying", subscriber.url("/retrying"))
+    _publish("retrying", {"n": 1})
+    wait_until(lambda: Delivery.objects.filter(attempts=1).exists(), what="the first failed attempt")
+    # when the worker dies and the broker is emptied before the retry runs
+    hub.kill()
+    broker_flush()
+    hub.start()
+    # then the retry still happens
+    delivery = wait_until(lambda: Delivery.objects.filter(status=Delivery.Status.DELIVERED).first(), timeout=40)
+    assert delivery.attempts == 2
+
+
+def test_notification_accepted_while_the_broker_is_down_still_reaches_subscribers(
+    hub, subscriber: Subscriber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _subscription("outage", subscriber.url("/outage"))
+
+    def broker_down(*args: object, **kwargs: object) -> None:
+        raise OperationalError("Error 111 connecting to the broker. Connection refused.")
+
+    monkeypatch.setattr(celery_app, "send_task", broker_down)
+    notification_id = _publish("outage", {"n": 1})
+    monkeypatch.undo()
+    assert Notification.objects.get(pk=notification_id).spread_at is None
+    (got,) = wait_until(lambda: subscriber.deliveries("/outage"), timeout=30, what="the swept notification")
+    assert got.body == b'{"n":1}'
+
+
+def test_attempt_log_dead_letter_and_replay_through_the_api(hub, subscriber: Subscriber) -> None:
+    # given a delivery that fails every attempt (the worker allows 3 retries)
+    subscriber.post_statuses["/dead"] = [Answer(status=500)] * 4
+    subscription = _subscription("dead", subscriber.url("/dead"))
+    _publish("dead", {"n": 1})
+    failed = wait_until(lambda: Delivery.objects.filter(status=Delivery.Status.FAILED).first(), timeout=40)
+    client = Client()
+    # then the API lists it as failed with one row per attempt
+    listed = client.get("/api/deliveries/", {"subscription": subscription.pk, "status": "failed"}).json()
+    assert listed["count"] == 1
+    log = listed["results"][0]["attempt_log"]
+    assert [a["number"] for a in log] == [1, 2, 3, 4]
+    assert all(a["status_code"] == 500 and a["error"] == "HTTP 500" and a["duration_ms"] >= 0 for a in log)
+    # when it is replayed
+    response = client.post(f"/api/deliveries/{failed.pk}/retry")
+    assert response.status_code == 202 and response.json() == {"retried": 1}
+    # then it is delivered, with the new attempt logged after the old ones
+    delivered = wait_until(lambda: Delivery.objects.filter(status=Delivery.Status.DELIVERED).first(), timeout=20)
+    assert delivered.pk == failed.pk and delivered.attempts == 1
+    assert DeliveryAttempt.objects.filter(delivery=delivered).count() == 5
+    assert client.post(f"/api/deliveries/{failed.pk}/retry").status_code == 409
+
+
+def test_failed_deliveries_of_a_subscription_are_replayed_by_the_endpoint_and_the_command(
+    hub, subscriber: Subscriber
+) -> None:
+    subscriber.post_statuses["/twice"] = [500] * 4
+    subscription = _subscription("twice", subscriber.url("/twice"))
+    _publish("twice", {"n": 1})
+    wait_until(lambda: Delivery.objects.filter(status=Delivery.Status.FAILED).exists(), timeout=40)
+    # the endpoint
+    response = Client().post(f"/api/subscriptions/{subscription.pk}/retry-failed")
+    assert response.status_code == 202 and response.json() == {"retried": 1}
+    wait_until(lambda: _all_delivered(1), timeout=20)
+    # the command, for deliveries failed since a time
+    subscriber.post_statuses["/twice"] = [500] * 4
+    _publish("twice", {"n": 2})
+    wait_until(lambda: Delivery.objects.filter(status=Delivery.Status.FAILED).exists(), timeout=40)
+    call_command("hub_retry_failed", since=(timezone.now() - timedelta(minutes=5)).isoformat())
+    wait_until(lambda: _all_delivered(2), timeout=20)
