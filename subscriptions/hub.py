@@ -5,6 +5,7 @@ taken, a 4xx saying what is wrong otherwise.
 """
 
 import logging
+import math
 from urllib.parse import parse_qsl
 
 from django.conf import settings
@@ -12,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from kombu.exceptions import OperationalError
 
-from subscriptions import netguard, services
+from subscriptions import netguard, services, throttles
 from subscriptions.topics import is_url_topic
 from websubhub.celery import app as celery_app
 
@@ -71,7 +72,19 @@ def _single(fields: dict[str, list[str]], name: str, *, required: bool) -> str |
     return values[0]
 
 
-def _publish(fields: dict[str, list[str]]) -> HttpResponse:
+def _throttled(wait: float, setting: str) -> HttpResponse:
+    seconds = max(1, math.ceil(wait))
+    response = _text(429, f"Too many requests: try again in {seconds} seconds ({setting}).")
+    response["Retry-After"] = str(seconds)
+    return response
+
+
+def _publish_allowed(topic: str) -> bool:
+    prefixes = settings.HUB_PUBLISH_ALLOWED_TOPICS
+    return not prefixes or any(topic.startswith(prefix) for prefix in prefixes)
+
+
+def _publish(request: HttpRequest, fields: dict[str, list[str]]) -> HttpResponse:
     topics = fields.get("hub.url", []) + fields.get("hub.topic", [])
     if not topics:
         raise services.HubError("hub.mode=publish needs hub.url or hub.topic")
@@ -85,10 +98,17 @@ def _publish(fields: dict[str, list[str]]) -> HttpResponse:
                 "hub.mode=publish fetches the topic, so it must be an http(s) URL; "
                 "publish to a dotted topic with POST /api/notifications/"
             )
+        if not _publish_allowed(topic):
+            raise services.HubError(
+                "this hub does not take publish pings for that topic (HUB_PUBLISH_ALLOWED_TOPICS)", status=403
+            )
         try:
             netguard.check_url_with_settings(topic)
         except netguard.ForbiddenDestination as exc:
             raise services.HubError(f"hub.topic refused: {exc}") from None
+    wait = throttles.publish_wait(request)
+    if wait is not None:
+        return _throttled(wait, "HUB_THROTTLE_PUBLISH")
     try:
         with celery_app.producer_or_acquire() as producer:
             for topic in unique:
@@ -109,7 +129,7 @@ def hub_endpoint(request: HttpRequest) -> HttpResponse:
         fields = _parse_form(request)
         mode = _single(fields, "hub.mode", required=True)
         if mode == "publish":
-            return _publish(fields)
+            return _publish(request, fields)
         if mode not in ("subscribe", "unsubscribe"):
             raise services.HubError(f"hub.mode must be subscribe, unsubscribe or publish, not {mode[:40]!r}")
         topic = _single(fields, "hub.topic", required=True)
@@ -119,6 +139,9 @@ def hub_endpoint(request: HttpRequest) -> HttpResponse:
         lease_seconds = None
         if mode == "subscribe" and lease_raw not in (None, ""):
             lease_seconds = services.lease_seconds_parse(lease_raw)
+        wait = throttles.subscribe_wait(request, callback)
+        if wait is not None:
+            return _throttled(wait, "HUB_THROTTLE_SUBSCRIBE")
         subscription_request = services.subscription_request(
             mode=mode, topic=topic, callback=callback, lease_seconds=lease_seconds, secret=secret
         )

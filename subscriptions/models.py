@@ -52,6 +52,7 @@ class Subscription(TimeStamped):
     resume_after = models.DateTimeField(null=True, blank=True, help_text="when a paused subscription is probed")
 
     class Meta:
+        permissions = [("manage_hub", "Can manage subscriptions and deliveries through the API")]
         constraints = [
             # Also the index spread uses: `topic_key IN (...)`.
             models.UniqueConstraint(fields=["topic_key", "callback"], name="subscription_unique_topic_callback"),
@@ -111,6 +112,7 @@ class Notification(TimeStamped):
     spread_at = models.DateTimeField(null=True, blank=True, help_text="when every delivery was enqueued")
 
     class Meta:
+        permissions = [("publish_notification", "Can publish notifications through the API")]
         indexes = [
             # The sweeper's lookup of notifications that never reached spread.
             models.Index(fields=["created_at"], condition=Q(spread_at__isnull=True), name="notification_unspread"),

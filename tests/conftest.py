@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.test import Client
 
+from tests.auth import api_client
 from tests.subscriber import Subscriber
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +167,12 @@ def broker_flush() -> None:
             message.unlink(missing_ok=True)
         return
     raise RuntimeError(f"no way to flush the broker {settings.CELERY_BROKER_URL.split(':')[0]}")
+
+
+@pytest.fixture
+def client(db: None) -> Client:
+    """Django's test client, carrying a token that may publish and manage (tests of refusals use their own)."""
+    return api_client()
 
 
 @pytest.fixture

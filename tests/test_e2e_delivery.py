@@ -12,6 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from subscriptions.models import Delivery, Notification, Subscription
+from tests.auth import api_client
 from tests.subscriber import Subscriber, stays, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +48,7 @@ def _settled(notification_id: int) -> bool:
 
 def test_published_json_reaches_the_subscriber_signed_with_exact_body_and_headers(hub, subscriber: Subscriber) -> None:
     # given
-    client = Client()
+    client = api_client()
     callback = subscriber.url("/hook?token=abc")
     _subscription("UN.CEFACT.*", callback, secret="secrat")
     content = {"document": "CO-1", "amount": 12.5, "lines": [1, 2, 3], "note": "é"}
@@ -71,7 +72,7 @@ def test_published_json_reaches_the_subscriber_signed_with_exact_body_and_header
 
 def test_delivery_without_a_secret_has_no_signature(hub, subscriber: Subscriber) -> None:
     _subscription("orders", subscriber.url("/plain"))
-    _publish(Client(), "orders.created", None)
+    _publish(api_client(), "orders.created", None)
     (got,) = wait_until(lambda: subscriber.deliveries("/plain"))
     assert got.body == b"null"
     assert "X-Hub-Signature" not in got.headers
@@ -85,7 +86,7 @@ def test_publish_ping_fetches_the_topic_and_delivers_its_bytes_and_content_type(
     _subscription(topic, subscriber.url("/reader"), secret="k")
     # when the publisher pings the hub, naming the topic twice (hub.url and hub.topic)
     body = urlencode([("hub.mode", "publish"), ("hub.url", topic), ("hub.topic", topic)])
-    response = Client().post("/hub", body, content_type="application/x-www-form-urlencoded")
+    response = api_client().post("/hub", body, content_type="application/x-www-form-urlencoded")
     # then
     assert response.status_code == 202, response.content
     (got,) = wait_until(lambda: subscriber.deliveries("/reader"))
@@ -99,7 +100,7 @@ def test_publish_ping_fetches_the_topic_and_delivers_its_bytes_and_content_type(
 def test_url_topics_match_exactly(hub, subscriber: Subscriber) -> None:
     _subscription("https://example.com/feed", subscriber.url("/exact"))
     _subscription("https://example.com/feed/other", subscriber.url("/other"))
-    notification_id = _publish(Client(), "https://example.com/feed", {"a": 1})
+    notification_id = _publish(api_client(), "https://example.com/feed", {"a": 1})
     wait_until(lambda: subscriber.deliveries("/exact"))
     wait_until(lambda: _settled(notification_id))
     assert subscriber.deliveries("/other") == []
@@ -116,7 +117,7 @@ def test_prefix_subscriptions_deliver_once_per_callback_with_the_most_specific_s
     _subscription("UN.CEFACT.TRADE.CO.created.extra", subscriber.url("/deeper"))
     _subscription("un", subscriber.url("/root"))
     # when
-    notification_id = _publish(Client(), "UN.CEFACT.TRADE.CO.created", {"x": 1})
+    notification_id = _publish(api_client(), "UN.CEFACT.TRADE.CO.created", {"x": 1})
     # then
     wait_until(lambda: _settled(notification_id) and len(subscriber.deliveries()) >= 2)
     assert stays(lambda: len(subscriber.deliveries("/both")) == 1, duration=1.0)
@@ -131,7 +132,7 @@ def test_prefix_subscriptions_deliver_once_per_callback_with_the_most_specific_s
 def test_failed_delivery_is_retried_until_it_succeeds(hub, subscriber: Subscriber) -> None:
     subscriber.post_statuses["/flaky"] = [500, 503]
     _subscription("flaky", subscriber.url("/flaky"))
-    _publish(Client(), "flaky", {"n": 1})
+    _publish(api_client(), "flaky", {"n": 1})
     delivery = wait_until(lambda: Delivery.objects.filter(status=Delivery.Status.DELIVERED).first(), timeout=30)
     assert delivery.attempts == 3
     received = subscriber.deliveries("/flaky")
@@ -144,7 +145,7 @@ def test_failed_delivery_is_retried_until_it_succeeds(hub, subscriber: Subscribe
 def test_delivery_that_keeps_failing_ends_failed_and_keeps_the_subscription(hub, subscriber: Subscriber) -> None:
     subscriber.post_statuses["/down"] = [500] * 10
     subscription = _subscription("down", subscriber.url("/down"))
-    _publish(Client(), "down", {"n": 1})
+    _publish(api_client(), "down", {"n": 1})
     delivery = wait_until(lambda: Delivery.objects.filter(status=Delivery.Status.FAILED).first(), timeout=40)
     # The worker allows 3 retries: 4 attempts in all.
     assert delivery.attempts == 4
@@ -157,7 +158,7 @@ def test_delivery_that_keeps_failing_ends_failed_and_keeps_the_subscription(hub,
 def test_redirect_answer_is_a_failure_and_is_not_followed(hub, subscriber: Subscriber) -> None:
     subscriber.post_statuses["/moved"] = [302, 204]
     _subscription("moved", subscriber.url("/moved"))
-    _publish(Client(), "moved", {"n": 1})
+    _publish(api_client(), "moved", {"n": 1})
     delivery = wait_until(lambda: Delivery.objects.filter(status=Delivery.Status.DELIVERED).first(), timeout=30)
     assert delivery.attempts == 2
     assert [r.path for r in subscriber.requests()] == ["/moved", "/moved"]
@@ -166,13 +167,13 @@ def test_redirect_answer_is_a_failure_and_is_not_followed(hub, subscriber: Subsc
 def test_gone_answer_ends_the_subscription(hub, subscriber: Subscriber) -> None:
     subscriber.post_statuses["/gone"] = [410]
     _subscription("gone", subscriber.url("/gone"))
-    _publish(Client(), "gone", {"n": 1})
+    _publish(api_client(), "gone", {"n": 1})
     wait_until(lambda: not Subscription.objects.exists(), what="the subscription to end")
     delivery = Delivery.objects.get()
     assert delivery.status == Delivery.Status.CANCELLED
     assert delivery.last_status_code == 410
     # Later notifications reach nobody.
-    second = _publish(Client(), "gone", {"n": 2})
+    second = _publish(api_client(), "gone", {"n": 2})
     wait_until(lambda: Notification.objects.get(pk=second).spread_at)
     assert len(subscriber.deliveries("/gone")) == 1
 
@@ -181,14 +182,14 @@ def test_expired_subscription_receives_nothing(hub, subscriber: Subscriber) -> N
     subscription = _subscription("leased", subscriber.url("/expired"))
     Subscription.objects.filter(pk=subscription.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     _subscription("leased", subscriber.url("/live"))
-    notification_id = _publish(Client(), "leased.event", {"n": 1})
+    notification_id = _publish(api_client(), "leased.event", {"n": 1})
     wait_until(lambda: subscriber.deliveries("/live"))
     wait_until(lambda: Notification.objects.get(pk=notification_id).spread_at)
     assert subscriber.deliveries("/expired") == []
 
 
 def test_unsubscribed_callback_stops_receiving(hub, subscriber: Subscriber) -> None:
-    client = Client()
+    client = api_client()
     callback = subscriber.url("/leaving")
     _subscription("news", callback)
     _publish(client, "news", {"n": 1})
@@ -204,7 +205,7 @@ def test_unsubscribed_callback_stops_receiving(hub, subscriber: Subscriber) -> N
 def test_fan_out_reaches_every_subscriber_once(hub, subscriber: Subscriber) -> None:
     for n in range(60):
         _subscription("fan.out", subscriber.url(f"/s{n}"))
-    notification_id = _publish(Client(), "fan.out.event", {"n": 1})
+    notification_id = _publish(api_client(), "fan.out.event", {"n": 1})
     wait_until(lambda: len(subscriber.deliveries()) >= 60, what="60 deliveries")
     wait_until(lambda: _settled(notification_id))
     paths = sorted(r.path for r in subscriber.deliveries())

@@ -5,12 +5,12 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.test import Client
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from subscriptions.models import Delivery, DeliveryAttempt, Notification, Subscription
 from subscriptions.topics import subscription_key
+from tests.auth import api_client
 from tests.conftest import broker_flush
 from tests.subscriber import Answer, Subscriber, wait_until
 from websubhub.celery import app as celery_app
@@ -32,7 +32,7 @@ def _subscription(topic: str, callback: str, **fields: object) -> Subscription:
 
 
 def _publish(topic: str, content: object) -> int:
-    response = Client().post(
+    response = api_client().post(
         "/api/notifications/", {"topic": topic, "content": content}, content_type="application/json"
     )
     assert response.status_code == 202, response.content
@@ -169,7 +169,7 @@ def test_attempt_log_dead_letter_and_replay_through_the_api(hub, subscriber: Sub
     subscription = _subscription("dead", subscriber.url("/dead"))
     _publish("dead", {"n": 1})
     failed = wait_until(lambda: Delivery.objects.filter(status=Delivery.Status.FAILED).first(), timeout=40)
-    client = Client()
+    client = api_client()
     # then the API lists it as failed with one row per attempt
     listed = client.get("/api/deliveries/", {"subscription": subscription.pk, "status": "failed"}).json()
     assert listed["count"] == 1
@@ -194,7 +194,7 @@ def test_failed_deliveries_of_a_subscription_are_replayed_by_the_endpoint_and_th
     _publish("twice", {"n": 1})
     wait_until(lambda: Delivery.objects.filter(status=Delivery.Status.FAILED).exists(), timeout=40)
     # the endpoint
-    response = Client().post(f"/api/subscriptions/{subscription.pk}/retry-failed")
+    response = api_client().post(f"/api/subscriptions/{subscription.pk}/retry-failed")
     assert response.status_code == 202 and response.json() == {"retried": 1}
     wait_until(lambda: _all_delivered(1), timeout=20)
     # the command, for deliveries failed since a time

@@ -7,6 +7,7 @@ import pytest
 from django.test import Client
 
 from subscriptions.models import Subscription, SubscriptionRequest
+from tests.auth import api_client
 from tests.subscriber import Subscriber, Verification, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +34,7 @@ def _subscribe(client: Client, topic: str, callback: str, **extra: str) -> Subsc
 
 def test_subscribe_is_verified_with_the_callback_and_creates_the_subscription(hub, subscriber: Subscriber) -> None:
     # given
-    client = Client()
+    client = api_client()
     callback = subscriber.url("/cb?owner=alice&x=1")
     # when
     request = _subscribe(client, TOPIC, callback, lease_seconds="7200", secret="s3cret")
@@ -54,7 +55,7 @@ def test_subscribe_is_verified_with_the_callback_and_creates_the_subscription(hu
 
 
 def test_each_verification_uses_a_new_challenge(hub, subscriber: Subscriber) -> None:
-    client = Client()
+    client = api_client()
     _subscribe(client, TOPIC, subscriber.url("/cb"))
     _subscribe(client, TOPIC, subscriber.url("/cb"))
     challenges = [r.param("hub.challenge") for r in subscriber.verifications("/cb")]
@@ -75,7 +76,7 @@ def test_failed_verification_leaves_the_existing_subscription_exactly_as_it_was(
     hub, subscriber: Subscriber, answer: Verification
 ) -> None:
     # given a verified subscription
-    client = Client()
+    client = api_client()
     callback = subscriber.url("/cb")
     _subscribe(client, TOPIC, callback, lease_seconds="7200", secret="old-secret")
     before = Subscription.objects.values().get()
@@ -91,7 +92,7 @@ def test_failed_verification_leaves_the_existing_subscription_exactly_as_it_was(
 @pytest.mark.parametrize("status", [404, 500, 302])
 def test_failed_verification_of_a_new_pair_creates_nothing(hub, subscriber: Subscriber, status: int) -> None:
     subscriber.verification["/cb"] = Verification(status=status, location="http://127.0.0.1:1/")
-    request = _subscribe(Client(), TOPIC, subscriber.url("/cb"))
+    request = _subscribe(api_client(), TOPIC, subscriber.url("/cb"))
     assert request.state == SubscriptionRequest.State.FAILED
     assert request.response_status == status
     assert not Subscription.objects.exists()
@@ -100,7 +101,7 @@ def test_failed_verification_of_a_new_pair_creates_nothing(hub, subscriber: Subs
 
 
 def test_resubscribing_replaces_lease_and_secret_without_a_second_subscription(hub, subscriber: Subscriber) -> None:
-    client = Client()
+    client = api_client()
     callback = subscriber.url("/cb")
     _subscribe(client, TOPIC, callback, lease_seconds="7200", secret="first")
     first = Subscription.objects.get()
@@ -114,7 +115,7 @@ def test_resubscribing_replaces_lease_and_secret_without_a_second_subscription(h
 
 
 def test_unsubscribe_is_verified_then_removes_the_subscription(hub, subscriber: Subscriber) -> None:
-    client = Client()
+    client = api_client()
     callback = subscriber.url("/cb")
     _subscribe(client, TOPIC, callback)
     response = _post_hub(client, mode="unsubscribe", topic=TOPIC, callback=callback)
@@ -129,7 +130,7 @@ def test_unsubscribe_is_verified_then_removes_the_subscription(hub, subscriber: 
 
 
 def test_unsubscribe_that_fails_verification_keeps_the_subscription(hub, subscriber: Subscriber) -> None:
-    client = Client()
+    client = api_client()
     callback = subscriber.url("/cb")
     _subscribe(client, TOPIC, callback)
     subscriber.verification["/cb"] = Verification(status=404)
@@ -141,13 +142,13 @@ def test_unsubscribe_that_fails_verification_keeps_the_subscription(hub, subscri
 
 def test_lease_outside_the_bounds_is_clamped(hub, subscriber: Subscriber, settings) -> None:
     settings.HUB_LEASE_SECONDS_MAX = 10_000
-    _subscribe(Client(), TOPIC, subscriber.url("/cb"), lease_seconds="999999999")
+    _subscribe(api_client(), TOPIC, subscriber.url("/cb"), lease_seconds="999999999")
     assert subscriber.verifications("/cb")[0].param("hub.lease_seconds") == "10000"
     assert Subscription.objects.get().lease_seconds == 10_000
 
 
 def test_denied_topic_is_accepted_then_denied_with_a_reason(hub, subscriber: Subscriber) -> None:
-    request = _subscribe(Client(), "https://denied.example/feed", subscriber.url("/cb"))
+    request = _subscribe(api_client(), "https://denied.example/feed", subscriber.url("/cb"))
     assert request.state == SubscriptionRequest.State.DENIED
     (denial,) = subscriber.verifications("/cb")
     assert denial.param("hub.mode") == "denied"
@@ -157,7 +158,7 @@ def test_denied_topic_is_accepted_then_denied_with_a_reason(hub, subscriber: Sub
 
 
 def test_rest_subscribe_uses_the_same_verification(hub, subscriber: Subscriber) -> None:
-    client = Client()
+    client = api_client()
     response = client.post(
         "/api/subscriptions/",
         {"topic": TOPIC, "callback": subscriber.url("/rest"), "lease_seconds": 7200, "secret": "k"},
@@ -175,7 +176,7 @@ def test_rest_subscribe_uses_the_same_verification(hub, subscriber: Subscriber) 
 
 
 def test_expired_subscription_is_removed_by_beat(hub, subscriber: Subscriber) -> None:
-    _subscribe(Client(), TOPIC, subscriber.url("/cb"))
+    _subscribe(api_client(), TOPIC, subscriber.url("/cb"))
     Subscription.objects.update(expires_at=Subscription.objects.get().verified_at)
     wait_until(lambda: not Subscription.objects.exists(), timeout=15, what="beat to remove the expired subscription")
 

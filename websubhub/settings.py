@@ -20,24 +20,34 @@ VAR_DIR = Path(env.str("HUB_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
-def _secret_key() -> str:
-    """DJANGO_SECRET_KEY, or a random key kept in VAR_DIR so sessions survive restarts."""
-    key = env.str("DJANGO_SECRET_KEY", default="")
-    if key:
-        return key
-    path = VAR_DIR / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
-SECRET_KEY = _secret_key()
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off (scripts/run makes one for development)"
+        )
+    SECRET_KEY = "insecure-development-key-" + secrets.token_urlsafe(16)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 # Origins allowed to POST the admin's forms when it is served behind a proxy
 # under another name (https://hub.example.org).
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+# Security (Django's deployment checklist). Behind a TLS-terminating proxy, set
+# DJANGO_SECURE_PROXY_SSL_HEADER=true so Django knows the request was https.
+if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+_HTTPS = env.str("HUB_URL", default="").lower().startswith("https://")
+SESSION_COOKIE_SECURE = _HTTPS
+CSRF_COOKIE_SECURE = _HTTPS
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=_HTTPS)
+# Health checks and metrics are probed over plain HTTP from inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31_536_000 if _HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=_HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=_HTTPS)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -47,10 +57,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "subscriptions",
 ]
 
 MIDDLEWARE = [
+    "subscriptions.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -119,10 +131,37 @@ WHITENOISE_USE_FINDERS = True
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["subscriptions.api.parsers.SafeJSONParser"],
+    # `Authorization: Token <key>` (manage.py hub_token), or a staff login's session.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    # Every view names its permission; anything that forgets is staff-only.
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
     "UNAUTHENTICATED_USER": None,
+    # Proxies in front of the hub that append to X-Forwarded-For (0: use the peer address).
+    "NUM_PROXIES": env.int("HUB_NUM_PROXIES", default=0),
 }
+
+# The cache holds throttling counters, shared by every web process: Redis when
+# REDIS_URL is set, else files under var/ (one machine).
+if env.str("REDIS_URL", default=""):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env.str("REDIS_URL"),
+            "KEY_PREFIX": "hub",
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
 
 # --- The hub -----------------------------------------------------------------
 
@@ -157,8 +196,24 @@ HUB_ALLOWED_PORTS = env.str("HUB_ALLOWED_PORTS", default="80,443,1024-65535")
 HUB_HTTP_CONNECT_TIMEOUT = env.float("HUB_HTTP_CONNECT_TIMEOUT", default=5.0)
 HUB_HTTP_READ_TIMEOUT = env.float("HUB_HTTP_READ_TIMEOUT", default=10.0)
 
-# Largest content the hub accepts or fetches for one notification (bytes).
+# Largest content the hub accepts or fetches for one notification (bytes), and
+# the largest request body it reads at all (413 above it).
 HUB_MAX_CONTENT_BYTES = env.int("HUB_MAX_CONTENT_BYTES", default=1_048_576)
+HUB_MAX_REQUEST_BYTES = env.int("HUB_MAX_REQUEST_BYTES", default=2 * HUB_MAX_CONTENT_BYTES + 65_536)
+DATA_UPLOAD_MAX_MEMORY_SIZE = HUB_MAX_REQUEST_BYTES
+# JSON bodies nested deeper than this are refused (400).
+HUB_MAX_JSON_DEPTH = env.int("HUB_MAX_JSON_DEPTH", default=64)
+
+# Throttles (DRF's "N/s", "N/m", "N/h", "N/d"; "off" disables one): subscribe
+# and unsubscribe requests per client address and per callback host, publishing
+# per token (per address for publish pings on /hub).
+HUB_THROTTLE_SUBSCRIBE = env.str("HUB_THROTTLE_SUBSCRIBE", default="30/m")
+HUB_THROTTLE_PUBLISH = env.str("HUB_THROTTLE_PUBLISH", default="100/s")
+
+# URL prefixes whose topics may be published with hub.mode=publish on /hub
+# (comma-separated; empty allows any topic URL). Pings carry no credentials, so
+# on an open hub anyone can make it fetch and fan out an allowed topic.
+HUB_PUBLISH_ALLOWED_TOPICS = [p for p in env.list("HUB_PUBLISH_ALLOWED_TOPICS", default=[]) if p]
 
 # Delivery retries: Celery's exponential backoff with full jitter. Retry k (1,
 # 2, ...) waits a random time up to HUB_RETRY_BACKOFF_BASE * 2**(k-1) seconds,

@@ -1,5 +1,7 @@
 """The JSON API: publish, inspect notifications, manage subscriptions."""
 
+import math
+
 from django.shortcuts import get_object_or_404
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
@@ -7,9 +9,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from subscriptions import selectors, services
+from subscriptions import selectors, services, throttles
 from subscriptions.api import serializers
+from subscriptions.api.permissions import CanManage, CanPublish, CanPublishOrManage
 from subscriptions.models import Delivery, Notification, Subscription, SubscriptionRequest
+from subscriptions.throttles import PublishThrottle
 from subscriptions.topics import InvalidTopic, subscription_key
 
 
@@ -17,7 +21,20 @@ def _refused(exc: services.HubError) -> Response:
     return Response({"detail": exc.message}, status=exc.status)
 
 
+def _throttled(wait: float) -> Response:
+    seconds = max(1, math.ceil(wait))
+    response = Response(
+        {"detail": f"too many subscription requests; try again in {seconds} seconds (HUB_THROTTLE_SUBSCRIBE)"},
+        status=status.HTTP_429_TOO_MANY_REQUESTS,
+    )
+    response["Retry-After"] = str(seconds)
+    return response
+
+
 class NotificationCreate(APIView):
+    permission_classes = [CanPublish]
+    throttle_classes = [PublishThrottle]
+
     def post(self, request: Request) -> Response:
         serializer = serializers.NotificationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -29,6 +46,8 @@ class NotificationCreate(APIView):
 
 
 class NotificationDetail(APIView):
+    permission_classes = [CanPublishOrManage]
+
     def get(self, request: Request, pk: int) -> Response:
         notification = get_object_or_404(Notification.objects.defer("content"), pk=pk)
         counts = selectors.delivery_counts(notification_id=notification.pk)
@@ -37,6 +56,7 @@ class NotificationDetail(APIView):
 
 
 class SubscriptionListCreate(generics.ListAPIView):
+    permission_classes = [CanManage]
     serializer_class = serializers.SubscriptionSerializer
 
     def get_queryset(self):
@@ -59,6 +79,9 @@ class SubscriptionListCreate(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         serializer = serializers.SubscriptionCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        wait = throttles.subscribe_wait(request._request, serializer.validated_data["callback"])
+        if wait is not None:
+            return _throttled(wait)
         try:
             subscription_request = services.subscription_request(
                 mode=SubscriptionRequest.Mode.SUBSCRIBE, **serializer.validated_data
@@ -71,6 +94,8 @@ class SubscriptionListCreate(generics.ListAPIView):
 
 class SubscriptionDetail(generics.RetrieveUpdateDestroyAPIView):
     """GET, PATCH (only `rate_limit`) and DELETE one subscription."""
+
+    permission_classes = [CanManage]
 
     serializer_class = serializers.SubscriptionSerializer
     queryset = Subscription.objects.all()
@@ -87,6 +112,8 @@ class SubscriptionDetail(generics.RetrieveUpdateDestroyAPIView):
 
 
 class SubscriptionRetryFailed(APIView):
+    permission_classes = [CanManage]
+
     def post(self, request: Request, pk: int) -> Response:
         subscription = get_object_or_404(Subscription, pk=pk)
         count = services.deliveries_replay(Delivery.objects.filter(subscription=subscription))
@@ -94,6 +121,8 @@ class SubscriptionRetryFailed(APIView):
 
 
 class SubscriptionPause(APIView):
+    permission_classes = [CanManage]
+
     def post(self, request: Request, pk: int) -> Response:
         subscription = get_object_or_404(Subscription, pk=pk)
         services.subscription_pause(subscription=subscription)
@@ -102,6 +131,8 @@ class SubscriptionPause(APIView):
 
 
 class SubscriptionResume(APIView):
+    permission_classes = [CanManage]
+
     def post(self, request: Request, pk: int) -> Response:
         subscription = get_object_or_404(Subscription, pk=pk)
         released = services.subscription_resume(subscription=subscription)
@@ -111,6 +142,8 @@ class SubscriptionResume(APIView):
 
 class DeliveryList(generics.ListAPIView):
     """Deliveries with their attempt log; filters: subscription, notification, status."""
+
+    permission_classes = [CanManage]
 
     serializer_class = serializers.DeliverySerializer
 
@@ -132,11 +165,15 @@ class DeliveryList(generics.ListAPIView):
 
 
 class DeliveryDetail(generics.RetrieveAPIView):
+    permission_classes = [CanManage]
+
     serializer_class = serializers.DeliverySerializer
     queryset = Delivery.objects.prefetch_related("attempt_log")
 
 
 class DeliveryRetry(APIView):
+    permission_classes = [CanManage]
+
     def post(self, request: Request, pk: int) -> Response:
         delivery = get_object_or_404(Delivery, pk=pk)
         if delivery.status != Delivery.Status.FAILED:
@@ -149,5 +186,7 @@ class DeliveryRetry(APIView):
 
 
 class SubscriptionRequestDetail(generics.RetrieveAPIView):
+    permission_classes = [CanManage]
+
     serializer_class = serializers.SubscriptionRequestSerializer
     queryset = SubscriptionRequest.objects.all()

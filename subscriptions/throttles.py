@@ -1,0 +1,80 @@
+"""Abuse throttling with DRF's throttles on the shared cache (Redis when REDIS_URL is set).
+
+Subscribe and unsubscribe requests are limited per client address and per
+callback host, so the hub cannot be made to fire verification requests at a
+victim; publishing is limited per token (per client address for publish pings
+on /hub). Rates are settings in DRF's "N/period" form; "off" disables one.
+"""
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.http import HttpRequest
+from rest_framework.throttling import SimpleRateThrottle
+
+
+class _SettingRateThrottle(SimpleRateThrottle):
+    setting = ""
+
+    def get_rate(self) -> str | None:
+        rate = (getattr(settings, self.setting, "") or "").strip()
+        return None if rate.lower() in ("", "off", "none") else rate
+
+    def __init__(self, key: str = "") -> None:
+        self._key = key
+        super().__init__()
+
+    def get_cache_key(self, request: HttpRequest, view: object) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": self._key or self.get_ident(request)}
+
+
+class SubscribeByAddress(_SettingRateThrottle):
+    scope = "subscribe-address"
+    setting = "HUB_THROTTLE_SUBSCRIBE"
+
+
+class SubscribeByCallbackHost(_SettingRateThrottle):
+    scope = "subscribe-callback-host"
+    setting = "HUB_THROTTLE_SUBSCRIBE"
+
+
+class PublishByClient(_SettingRateThrottle):
+    scope = "publish"
+    setting = "HUB_THROTTLE_PUBLISH"
+
+
+class PublishThrottle(PublishByClient):
+    """For DRF views: per token (user), else per address."""
+
+    def get_cache_key(self, request: HttpRequest, view: object) -> str | None:
+        user = getattr(request, "user", None)
+        ident = f"user-{user.pk}" if user is not None and user.is_authenticated else self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+def callback_host(callback: str) -> str:
+    try:
+        return (urlsplit(callback).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def wait_if_throttled(request: HttpRequest, throttles: list[SimpleRateThrottle]) -> float | None:
+    """Seconds to wait when any throttle refuses the request (None when all allow it).
+
+    Every throttle that allows counts the request, as DRF does.
+    """
+    waits = [throttle.wait() or 1.0 for throttle in throttles if not throttle.allow_request(request, None)]
+    return max(waits) if waits else None
+
+
+def subscribe_wait(request: HttpRequest, callback: str) -> float | None:
+    throttles: list[SimpleRateThrottle] = [SubscribeByAddress()]
+    host = callback_host(callback)
+    if host:
+        throttles.append(SubscribeByCallbackHost(key=host))
+    return wait_if_throttled(request, throttles)
+
+
+def publish_wait(request: HttpRequest) -> float | None:
+    return wait_if_throttled(request, [PublishByClient()])
