@@ -71,7 +71,7 @@ def test_publish_without_a_required_field_is_refused(client, missing):
     del payload[missing]
     response = post_json(client, "/api/notifications/", payload)
     assert response.status_code == 400
-    assert "required" in response.json()[missing][0]
+    assert "required" in response.json()["errors"][missing][0]
     assert not Notification.objects.exists()
 
 
@@ -79,7 +79,7 @@ def test_publish_without_a_required_field_is_refused(client, missing):
 def test_publish_to_a_wildcard_topic_is_refused(client, topic):
     response = post_json(client, "/api/notifications/", {"topic": topic, "content": {}})
     assert response.status_code == 400
-    assert "cannot end in '.*'" in response.json()["topic"][0]
+    assert "cannot end in '.*'" in response.json()["errors"]["topic"][0]
     assert not Notification.objects.exists()
 
 
@@ -99,7 +99,7 @@ def test_publish_to_a_wildcard_topic_is_refused(client, topic):
 def test_publish_with_invalid_topic_is_refused(client, topic, fragment):
     response = post_json(client, "/api/notifications/", {"topic": topic, "content": {}})
     assert response.status_code == 400
-    assert fragment in response.json()["topic"][0]
+    assert fragment in response.json()["errors"]["topic"][0]
     assert not Notification.objects.exists()
 
 
@@ -351,7 +351,7 @@ def test_subscription_request_detail_shows_its_state(client):
 def test_subscribe_through_the_api_with_invalid_field_is_refused(client, payload, field, fragment):
     response = post_json(client, "/api/subscriptions/", payload)
     assert response.status_code == 400
-    assert fragment in response.json()[field][0]
+    assert fragment in response.json()["errors"][field][0]
     assert not SubscriptionRequest.objects.exists()
 
 
@@ -400,3 +400,16 @@ def test_subscribe_through_the_api_with_a_huge_lease_is_clamped(client, settings
     response = post_json(client, "/api/subscriptions/", payload)
     assert response.status_code == 202
     assert SubscriptionRequest.objects.get().lease_seconds == 86_400
+
+
+def test_every_api_refusal_has_the_same_json_shape(client):
+    # given three different kinds of refusal
+    invalid = client.post("/api/notifications/", {"topic": "a..b"}, content_type="application/json")
+    missing = client.get("/api/notifications/999999/")
+    unknown = client.get("/api/no-such-endpoint/")
+    # then each has a readable detail; invalid input also names its fields
+    for response in (invalid, missing, unknown):
+        assert response["Content-Type"] == "application/json"
+        assert isinstance(response.json()["detail"], str) and response.json()["detail"]
+    assert set(invalid.json()["errors"]) == {"topic", "content"}
+    assert "empty segment" in invalid.json()["detail"]

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from subscriptions import health
 from subscriptions.hub import hub_endpoint
 
 urlpatterns = [
@@ -12,4 +13,8 @@ urlpatterns = [
     path("subscriptions/", hub_endpoint),
     path("api/", include("subscriptions.api.urls")),
     path("admin/", admin.site.urls),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
 ]
+
+handler404 = "subscriptions.api.errors.not_found"

@@ -1,5 +1,6 @@
 """What the JSON API accepts and returns. Secrets are write-only: no serializer ever returns one."""
 
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from subscriptions import ratelimit, services
@@ -13,9 +14,42 @@ from subscriptions.models import (
 )
 from subscriptions.topics import MAX_TOPIC_LENGTH
 
+# Patterns published in the OpenAPI schema. They describe (a little more
+# strictly, for clarity) what the hub's own rules accept, so a client that
+# follows the schema is never refused; the rules themselves run in
+# subscriptions/ and say precisely what is wrong.
+_NO_SPACE = r"[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_URL = r"[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,200})(?:[/?][\u0021-\u007e]*)?"
+_SEGMENT = _NO_SPACE + r".*:]+"
+TOPIC_PATTERN = rf"^(?:{_URL}|{_SEGMENT}(?:\.{_SEGMENT})*(?:\.\*)?)$"
+PUBLISH_TOPIC_PATTERN = rf"^(?:{_URL}|{_SEGMENT}(?:\.{_SEGMENT})*)$"
+_PORT = (
+    r"(?::(?:80|443|102[4-9]|10[3-9][0-9]|1[1-9][0-9]{2}|[2-9][0-9]{3}|[1-5][0-9]{4}|6[0-4][0-9]{3}"
+    r"|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+)
+CALLBACK_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9](?:[A-Za-z0-9.-]{{0,200}}){_PORT}(?:[/?][\u0021-\u007e]*)?$"
+SECRET_PATTERN = r"^[\u0020-\u007e]{0,199}$"  # noqa: S105 - a pattern, not a password
+RATE_PATTERN = r"^(?:[1-9][0-9]{0,8}/(?:[1-9][0-9]{0,5})?(?:ms|s|m|h|d)|off)?$"
+
+
+class SchemaPattern(RegexValidator):
+    """A pattern for the OpenAPI schema only: it refuses nothing itself."""
+
+    def __call__(self, value: object) -> None:
+        return None
+
+
+def _pattern(pattern: str, message: str) -> RegexValidator:
+    return SchemaPattern(pattern, message)
+
 
 class NotificationCreateSerializer(serializers.Serializer):
-    topic = serializers.CharField(max_length=MAX_TOPIC_LENGTH, trim_whitespace=False)
+    topic = serializers.CharField(
+        max_length=MAX_TOPIC_LENGTH,
+        trim_whitespace=False,
+        validators=[_pattern(PUBLISH_TOPIC_PATTERN, "not a topic: a dotted predicate like UN.CEFACT.TRADE or a URL")],
+        help_text="a dotted predicate (UN.CEFACT.TRADE.CO) or an http(s) URL; no wildcard",
+    )
     # Any JSON value, null included; the body delivered is its JSON encoding.
     content = serializers.JSONField(allow_null=True)
 
@@ -64,6 +98,11 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = [name for name in fields if name != "rate_limit"]
 
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        fields["rate_limit"].validators.append(_pattern(RATE_PATTERN, 'a rate like "100/10s", or "" or "off"'))
+        return fields
+
     def validate_rate_limit(self, value: str) -> str:
         try:
             ratelimit.parse_rate(value)
@@ -73,10 +112,29 @@ class SubscriptionSerializer(serializers.ModelSerializer):
 
 
 class SubscriptionCreateSerializer(serializers.Serializer):
-    topic = serializers.CharField(max_length=MAX_TOPIC_LENGTH, trim_whitespace=False)
-    callback = serializers.CharField(max_length=MAX_CALLBACK_LENGTH, trim_whitespace=False)
-    lease_seconds = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    secret = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, write_only=True)
+    topic = serializers.CharField(
+        max_length=MAX_TOPIC_LENGTH,
+        trim_whitespace=False,
+        validators=[_pattern(TOPIC_PATTERN, "not a topic: a dotted predicate like UN.CEFACT.* or a URL")],
+        help_text="a dotted predicate, optionally ending in .* (prefix match), or an http(s) URL (exact match)",
+    )
+    callback = serializers.CharField(
+        max_length=MAX_CALLBACK_LENGTH,
+        trim_whitespace=False,
+        validators=[_pattern(CALLBACK_PATTERN, "not an http(s) URL")],
+        help_text="an http(s) URL on a public address",
+    )
+    lease_seconds = serializers.IntegerField(
+        min_value=1, required=False, allow_null=True, help_text="clamped to the hub's bounds"
+    )
+    secret = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        write_only=True,
+        validators=[_pattern(SECRET_PATTERN, "use printable ASCII")],
+        help_text="signs deliveries (X-Hub-Signature); fewer than 200 bytes, never returned",
+    )
 
 
 class SubscriptionRequestSerializer(serializers.ModelSerializer):
@@ -123,3 +181,29 @@ class DeliverySerializer(serializers.ModelSerializer):
             "created_at",
             "attempt_log",
         ]
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every refusal of the REST API has this shape."""
+
+    detail = serializers.CharField(help_text="what was wrong, in a sentence")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="for invalid input: each field's messages",
+    )
+
+
+class AcceptedIdSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+
+
+class RetriedSerializer(serializers.Serializer):
+    retried = serializers.IntegerField(help_text="how many failed deliveries were sent again")
+
+
+class ResumedSerializer(SubscriptionSerializer):
+    released = serializers.IntegerField(help_text="deliveries that waited and were sent")
+
+    class Meta(SubscriptionSerializer.Meta):
+        fields = [*SubscriptionSerializer.Meta.fields, "released"]

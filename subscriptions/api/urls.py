@@ -1,8 +1,12 @@
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
 
 from subscriptions.api import views
 
 urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[AllowAny]), name="swagger-ui"),
     path("notifications/", views.NotificationCreate.as_view(), name="notification-list"),
     path("notifications/<int:pk>/", views.NotificationDetail.as_view(), name="notification-detail"),
     path("subscriptions/", views.SubscriptionListCreate.as_view(), name="subscription-list"),

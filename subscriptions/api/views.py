@@ -3,6 +3,7 @@
 import math
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -15,6 +16,13 @@ from subscriptions.api.permissions import CanManage, CanPublish, CanPublishOrMan
 from subscriptions.models import Delivery, Notification, Subscription, SubscriptionRequest
 from subscriptions.throttles import PublishThrottle
 from subscriptions.topics import InvalidTopic, subscription_key
+
+E = serializers.ErrorSerializer
+AUTH_ERRORS = {401: E, 403: E}
+
+
+def errors(*codes: int) -> dict[int, type]:
+    return {**AUTH_ERRORS, **dict.fromkeys(codes, E)}
 
 
 def _refused(exc: services.HubError) -> Response:
@@ -31,6 +39,18 @@ def _throttled(wait: float) -> Response:
     return response
 
 
+@extend_schema(
+    methods=["POST"],
+    tags=["notifications"],
+    summary="Publish a JSON message on a topic",
+    request=serializers.NotificationCreateSerializer,
+    responses={202: serializers.AcceptedIdSerializer, **errors(400, 413, 415, 429)},
+    examples=[
+        OpenApiExample(
+            "trade document", value={"topic": "UN.CEFACT.TRADE.CO", "content": {"document": "CO-1"}}, request_only=True
+        )
+    ],
+)
 class NotificationCreate(APIView):
     permission_classes = [CanPublish]
     throttle_classes = [PublishThrottle]
@@ -45,6 +65,11 @@ class NotificationCreate(APIView):
         return Response({"id": notification.pk}, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema(
+    tags=["notifications"],
+    summary="A notification and its delivery counts by status",
+    responses={200: serializers.NotificationSerializer, **errors(404)},
+)
 class NotificationDetail(APIView):
     permission_classes = [CanPublishOrManage]
 
@@ -55,6 +80,23 @@ class NotificationDetail(APIView):
         return Response(data)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        tags=["subscriptions"],
+        summary="List subscriptions",
+        parameters=[
+            OpenApiParameter("topic", str, description="the topic however spelled (un.cefact finds UN.CEFACT.*)"),
+            OpenApiParameter("callback", str, description="the callback URL, exactly"),
+        ],
+        responses={200: serializers.SubscriptionSerializer(many=True), **errors()},
+    ),
+    post=extend_schema(
+        tags=["subscriptions"],
+        summary="Subscribe (verified asynchronously, as on /hub)",
+        request=serializers.SubscriptionCreateSerializer,
+        responses={202: serializers.SubscriptionRequestSerializer, **errors(400, 404, 429)},
+    ),
+)
 class SubscriptionListCreate(generics.ListAPIView):
     permission_classes = [CanManage]
     serializer_class = serializers.SubscriptionSerializer
@@ -92,6 +134,15 @@ class SubscriptionListCreate(generics.ListAPIView):
         return Response(data, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema_view(
+    get=extend_schema(tags=["subscriptions"], responses={200: serializers.SubscriptionSerializer, **errors(404)}),
+    patch=extend_schema(
+        tags=["subscriptions"],
+        summary="Set the subscription's rate limit",
+        responses={200: serializers.SubscriptionSerializer, **errors(400, 404)},
+    ),
+    delete=extend_schema(tags=["subscriptions"], responses={204: None, **errors(404)}),
+)
 class SubscriptionDetail(generics.RetrieveUpdateDestroyAPIView):
     """GET, PATCH (only `rate_limit`) and DELETE one subscription."""
 
@@ -111,6 +162,12 @@ class SubscriptionDetail(generics.RetrieveUpdateDestroyAPIView):
         services.subscription_delete(subscription=instance)
 
 
+@extend_schema(
+    tags=["subscriptions"],
+    summary="Send every failed delivery of the subscription again",
+    request=None,
+    responses={202: serializers.RetriedSerializer, **errors(404)},
+)
 class SubscriptionRetryFailed(APIView):
     permission_classes = [CanManage]
 
@@ -120,6 +177,12 @@ class SubscriptionRetryFailed(APIView):
         return Response({"retried": count}, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema(
+    tags=["subscriptions"],
+    summary="Pause deliveries to the subscription (they wait, nothing is dropped)",
+    request=None,
+    responses={200: serializers.SubscriptionSerializer, **errors(404)},
+)
 class SubscriptionPause(APIView):
     permission_classes = [CanManage]
 
@@ -130,6 +193,12 @@ class SubscriptionPause(APIView):
         return Response(serializers.SubscriptionSerializer(subscription).data)
 
 
+@extend_schema(
+    tags=["subscriptions"],
+    summary="Resume the subscription and send what waited",
+    request=None,
+    responses={200: serializers.ResumedSerializer, **errors(404)},
+)
 class SubscriptionResume(APIView):
     permission_classes = [CanManage]
 
@@ -140,6 +209,18 @@ class SubscriptionResume(APIView):
         return Response({**serializers.SubscriptionSerializer(subscription).data, "released": released})
 
 
+@extend_schema_view(
+    get=extend_schema(
+        tags=["deliveries"],
+        summary="List deliveries with their attempt log",
+        parameters=[
+            OpenApiParameter("subscription", int),
+            OpenApiParameter("notification", int),
+            OpenApiParameter("status", str, enum=Delivery.Status.values),
+        ],
+        responses={200: serializers.DeliverySerializer(many=True), **errors(400)},
+    )
+)
 class DeliveryList(generics.ListAPIView):
     """Deliveries with their attempt log; filters: subscription, notification, status."""
 
@@ -153,17 +234,21 @@ class DeliveryList(generics.ListAPIView):
         for name in ("subscription", "notification"):
             value = params.get(name)
             if value is not None:
-                if not value.isdigit():
-                    raise ValidationError({name: "must be a whole number (an id)"})
-                queryset = queryset.filter(**{f"{name}_id": int(value)})
+                try:
+                    queryset = queryset.filter(**{f"{name}_id": int(value)})
+                except ValueError:
+                    raise ValidationError({name: ["must be a whole number (an id)"]}) from None
         state = params.get("status")
         if state is not None:
             if state not in Delivery.Status.values:
-                raise ValidationError({"status": f"must be one of {', '.join(Delivery.Status.values)}"})
+                raise ValidationError({"status": [f"must be one of {', '.join(Delivery.Status.values)}"]})
             queryset = queryset.filter(status=state)
         return queryset
 
 
+@extend_schema_view(
+    get=extend_schema(tags=["deliveries"], responses={200: serializers.DeliverySerializer, **errors(404)})
+)
 class DeliveryDetail(generics.RetrieveAPIView):
     permission_classes = [CanManage]
 
@@ -171,6 +256,12 @@ class DeliveryDetail(generics.RetrieveAPIView):
     queryset = Delivery.objects.prefetch_related("attempt_log")
 
 
+@extend_schema(
+    tags=["deliveries"],
+    summary="Send one failed delivery again with a fresh retry budget",
+    request=None,
+    responses={202: serializers.RetriedSerializer, **errors(404, 409)},
+)
 class DeliveryRetry(APIView):
     permission_classes = [CanManage]
 
@@ -185,6 +276,13 @@ class DeliveryRetry(APIView):
         return Response({"retried": count}, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        tags=["subscriptions"],
+        summary="A subscribe request and its verification outcome",
+        responses={200: serializers.SubscriptionRequestSerializer, **errors(404)},
+    )
+)
 class SubscriptionRequestDetail(generics.RetrieveAPIView):
     permission_classes = [CanManage]
 

@@ -1,0 +1,78 @@
+"""Parts of the OpenAPI document that DRF cannot infer: the WebSub endpoint (a plain Django view)."""
+
+from typing import Any
+
+_FORM = "application/x-www-form-urlencoded"
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+
+
+def _answer(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _TEXT}
+
+
+WEBSUB_OPERATION: dict[str, Any] = {
+    "operationId": "websub_hub",
+    "tags": ["websub"],
+    "summary": "WebSub: subscribe, unsubscribe, or publish (ping)",
+    "description": (
+        "The W3C WebSub hub endpoint (also at `/hub/`, `/subscriptions`). Open: no token. "
+        "`subscribe`/`unsubscribe` answer 202 at once; the hub then verifies intent with a GET to the callback "
+        "(hub.mode, hub.topic, hub.challenge, hub.lease_seconds) and applies the request only if the callback "
+        "echoes the challenge with a 2xx. `publish` names topic URLs (hub.url or hub.topic, repeatable) that the "
+        "hub fetches and distributes. Refusals are short plain-text explanations."
+    ),
+    "security": [],
+    "requestBody": {
+        "required": True,
+        "content": {
+            _FORM: {
+                "schema": {
+                    "type": "object",
+                    "required": ["hub.mode"],
+                    "properties": {
+                        "hub.mode": {"type": "string", "enum": ["subscribe", "unsubscribe", "publish"]},
+                        "hub.topic": {
+                            "type": "string",
+                            "maxLength": 2048,
+                            "description": "a URL (exact match) or a dotted predicate like UN.CEFACT.* (prefix)",
+                            "example": "UN.CEFACT.TRADE",
+                        },
+                        "hub.callback": {
+                            "type": "string",
+                            "format": "uri",
+                            "maxLength": 2048,
+                            "example": "https://subscriber.example/callback",
+                        },
+                        "hub.lease_seconds": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": "clamped to HUB_LEASE_SECONDS_MIN..MAX",
+                        },
+                        "hub.secret": {"type": "string", "description": "fewer than 200 bytes; signs deliveries"},
+                        "hub.url": {"type": "string", "format": "uri", "description": "publish: a topic URL"},
+                    },
+                },
+                "encoding": {"hub.url": {"explode": True}},
+            }
+        },
+    },
+    "responses": {
+        "202": _answer("taken: verification (or the topic fetch) follows asynchronously"),
+        "400": _answer("invalid: the text says which field and why"),
+        "403": _answer("publish ping for a topic outside HUB_PUBLISH_ALLOWED_TOPICS"),
+        "404": _answer("unsubscribe of a pair that has no subscription"),
+        "413": _answer("body larger than HUB_MAX_REQUEST_BYTES"),
+        "415": _answer("not application/x-www-form-urlencoded in UTF-8"),
+        "429": _answer("throttled (HUB_THROTTLE_SUBSCRIBE or HUB_THROTTLE_PUBLISH); see Retry-After"),
+        "503": _answer("the broker cannot take a publish ping right now"),
+    },
+}
+
+
+def add_websub_endpoint(result: dict[str, Any], generator: object, request: object, public: bool) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: describe POST /hub by hand."""
+    result.setdefault("paths", {})["/hub"] = {"post": WEBSUB_OPERATION}
+    tags = result.setdefault("tags", [])
+    if not any(tag.get("name") == "websub" for tag in tags):
+        tags.append({"name": "websub", "description": "The WebSub endpoint (W3C Recommendation)"})
+    return result

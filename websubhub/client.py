@@ -1,0 +1,198 @@
+"""Subscriber-side helpers for a WebSub hub: check signatures, answer verification, read Link headers.
+
+Standard library only, so a subscriber can copy this file or import it without
+Django. Typical use in a callback handler::
+
+    from websubhub.client import challenge_response, parse_link_header, verify_signature
+
+    # GET: the hub verifies intent (WebSub §5.3) or tells of a denial (§5.2).
+    status, body = challenge_response(query, expected_topic="UN.CEFACT", expected_mode="subscribe")
+
+    # POST: a delivery (§7). Ignore the content unless the signature is right.
+    if verify_signature(SECRET, raw_body, headers.get("X-Hub-Signature")):
+        links = parse_link_header(headers.get("Link"))  # {"hub": ..., "self": <the topic>}
+        handle(links.get("self"), raw_body)
+    # Answer 2xx either way (§7.1 allows it), so a forger learns nothing.
+"""
+
+import hashlib
+import hmac
+from collections.abc import Collection, Iterable, Mapping
+
+__all__ = [
+    "SIGNATURE_ALGORITHMS",
+    "challenge_response",
+    "parse_link_header",
+    "verify_signature",
+]
+
+# WebSub §7.1 names these; anything else in X-Hub-Signature is refused.
+SIGNATURE_ALGORITHMS = {
+    "sha1": hashlib.sha1,
+    "sha256": hashlib.sha256,
+    "sha384": hashlib.sha384,
+    "sha512": hashlib.sha512,
+}
+_HEX_DIGITS = frozenset("0123456789abcdef")
+# The modes a hub verifies with a challenge; "denied" carries none (§5.2).
+VERIFIED_MODES = ("subscribe", "unsubscribe")
+
+
+def verify_signature(secret: str | bytes, body: bytes, header: str | None) -> bool:
+    """Whether `header` (an X-Hub-Signature value such as ``sha256=<hex>``) is the HMAC of `body` keyed with `secret`.
+
+    `body` must be the exact bytes received, before any decoding. A `str`
+    secret is encoded as UTF-8, as the hub does. The comparison is
+    constant-time. Returns False, never raises, for a missing or empty header,
+    an algorithm other than sha1/sha256/sha384/sha512, a digest that is not
+    hex of the right length, or any non-ASCII character.
+    """
+    if not header or not header.isascii():
+        return False
+    algorithm, separator, digest = header.strip().partition("=")
+    hash_function = SIGNATURE_ALGORITHMS.get(algorithm.strip().lower())
+    if not separator or hash_function is None:
+        return False
+    digest = digest.strip().lower()
+    if len(digest) != hash_function().digest_size * 2 or not set(digest) <= _HEX_DIGITS:
+        return False
+    key = secret.encode("utf-8") if isinstance(secret, str) else secret
+    expected = hmac.new(key, body, hash_function).hexdigest()
+    return hmac.compare_digest(expected, digest)
+
+
+def challenge_response(
+    query: Mapping[str, str | list[str]],
+    *,
+    expected_topic: str | None = None,
+    expected_mode: str | Collection[str] = "subscribe",
+) -> tuple[int, bytes]:
+    """How to answer the hub's GET to the callback: ``(status, body)``.
+
+    - ``hub.mode`` subscribe or unsubscribe, listed in `expected_mode`, with
+      ``hub.topic`` equal to `expected_topic` (when given) and a
+      ``hub.challenge``: ``(200, challenge)``, which confirms the request.
+    - ``hub.mode=denied`` (the hub refused a subscription, §5.2): ``(200, b"")``,
+      an acknowledgement; nothing was confirmed. Read ``hub.reason`` yourself.
+    - Anything else (a mode you did not ask for, another topic, no challenge, a
+      parameter given twice): ``(404, b"")``, so the hub does not confirm it.
+
+    `query` is the parsed query string: ``parse_qs`` output (lists) or a plain
+    mapping of strings. Only the subscriber knows which (un)subscriptions it
+    asked for: pass `expected_mode` ``("subscribe", "unsubscribe")`` only while
+    an unsubscribe of yours is pending, or anyone could unsubscribe you.
+    """
+    modes = {expected_mode} if isinstance(expected_mode, str) else set(expected_mode)
+    mode = _single(query, "hub.mode")
+    topic = _single(query, "hub.topic")
+    if mode == "denied":
+        return 200, b""
+    if mode not in VERIFIED_MODES or mode not in modes or topic is None:
+        return 404, b""
+    if expected_topic is not None and topic != expected_topic:
+        return 404, b""
+    challenge = _single(query, "hub.challenge")
+    if not challenge:
+        return 404, b""
+    return 200, challenge.encode("utf-8")
+
+
+def _single(query: Mapping[str, str | list[str]], name: str) -> str | None:
+    """The one value of a parameter; None when it is absent or repeated (an ambiguous request)."""
+    value = query.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    values = list(value)
+    return values[0] if len(values) == 1 else None
+
+
+def parse_link_header(value: str | Iterable[str] | None) -> dict[str, str]:
+    """The targets of a Link header (RFC 8288) by relation: ``{"hub": ..., "self": ...}``.
+
+    Accepts one header value or several (a list, when the header was repeated).
+    Relation names are lowercased; a link with ``rel="hub self"`` counts for
+    both; the first link of a relation wins. Links without a ``rel`` and
+    malformed parts are skipped. The targets are returned as written, not
+    resolved against a base URL.
+    """
+    if value is None:
+        return {}
+    values = [value] if isinstance(value, str) else list(value)
+    links: dict[str, str] = {}
+    for text in values:
+        for target, params in _links(text):
+            for rel in params.get("rel", "").lower().split():
+                links.setdefault(rel, target)
+    return links
+
+
+def _links(text: str) -> Iterable[tuple[str, dict[str, str]]]:
+    """(target, parameters) of each `<target>; name=value; ...` link in one header value."""
+    position, end = 0, len(text)
+    while position < end:
+        start = text.find("<", position)
+        if start < 0:
+            return
+        close = text.find(">", start + 1)
+        if close < 0:
+            return
+        target = text[start + 1 : close].strip()
+        params, position = _link_params(text, close + 1)
+        if target:
+            yield target, params
+
+
+def _link_params(text: str, position: int) -> tuple[dict[str, str], int]:
+    """The `; name=value` parameters after a target, up to the comma that ends the link (quotes respected)."""
+    params: dict[str, str] = {}
+    end = len(text)
+    while position < end:
+        while position < end and text[position] in " \t":
+            position += 1
+        if position >= end:
+            break
+        if text[position] == ",":
+            return params, position + 1
+        if text[position] != ";":
+            # Not a parameter: skip to the next link.
+            comma = text.find(",", position)
+            return params, end if comma < 0 else comma + 1
+        position += 1
+        name_end = position
+        while name_end < end and text[name_end] not in "=;,":
+            name_end += 1
+        name = text[position:name_end].strip().lower()
+        position = name_end
+        value = ""
+        if position < end and text[position] == "=":
+            position += 1
+            while position < end and text[position] in " \t":
+                position += 1
+            if position < end and text[position] == '"':
+                value, position = _quoted(text, position + 1)
+            else:
+                value_end = position
+                while value_end < end and text[value_end] not in ";,":
+                    value_end += 1
+                value = text[position:value_end].strip()
+                position = value_end
+        if name:
+            params.setdefault(name, value)
+    return params, position
+
+
+def _quoted(text: str, position: int) -> tuple[str, int]:
+    """A quoted-string's content from just after its opening quote; returns it and the index after the closing quote."""
+    out: list[str] = []
+    end = len(text)
+    while position < end:
+        char = text[position]
+        if char == "\\" and position + 1 < end:
+            out.append(text[position + 1])
+            position += 2
+            continue
+        if char == '"':
+            return "".join(out), position + 1
+        out.append(char)
+        position += 1
+    return "".join(out), position
