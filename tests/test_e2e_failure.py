@@ -133,8 +133,8 @@ def test_queued_work_lost_with_the_broker_is_still_delivered(hub, subscriber: Su
 
 
 def test_retry_scheduled_when_the_broker_is_emptied_is_still_delivered(hub, subscriber: Subscriber) -> None:
-    # given a delivery that failed once and waits for its retry
-    subscriber.post_statuses["/retrying"] = [500]
+    # given a delivery that failed once and waits for its retry (Retry-After makes the wait certain)
+    subscriber.post_statuses["/retrying"] = [Answer(status=503, headers={"Retry-After": "4"})]
     _subscription("retrying", subscriber.url("/retrying"))
     _publish("retrying", {"n": 1})
     wait_until(lambda: Delivery.objects.filter(attempts=1).exists(), what="the first failed attempt")

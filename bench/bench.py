@@ -1,0 +1,960 @@
+"""The hub's benchmark (issue 5): starts what it measures, prints a table, appends it to bench/RESULTS.md.
+
+Run it through `bench/run` (sets up .venv). Everything it starts listens on
+127.0.0.1 and is stopped on exit, Ctrl-C or error. It uses its own PostgreSQL
+database (dropped and created at start), its own Redis DB number (flushed) and
+its own HUB_VAR_DIR under bench/out/.
+
+Scenarios (--scenarios, comma-separated; default all):
+  ceiling    bare Celery task doing one pooled requests POST (bench/ceiling_app.py)
+  e2e        S subscribers on one topic, M notifications through POST /api/notifications/
+  fanout     one notification to N subscribers: spread time, last delivery, peak RSS
+  matching   subscriptions_matching at 1,000 and at N subscriptions, with EXPLAIN
+  publish    accepted POST /api/notifications/ per second, gunicorn 2 workers, no worker running
+  isolation  10% of callbacks hang past the read timeout: healthy deliveries/s vs none hanging
+  embedded   e2e on SQLite + the filesystem broker (no DATABASE_URL / REDIS_URL)
+"""
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+ROOT = Path(__file__).absolute().parent.parent
+BENCH = ROOT / "bench"
+OUT = BENCH / "out"
+PY = sys.executable
+ALL_SCENARIOS = ("ceiling", "e2e", "fanout", "matching", "publish", "isolation", "embedded")
+
+# Seconds without a new delivery after which a run is declared stalled (the rest is "missing").
+STALL_SECONDS = 20.0
+POLL_SECONDS = 0.1
+READY_TIMEOUT = 60.0
+
+
+# --- Processes -------------------------------------------------------------------------
+
+
+class Processes:
+    """Every process the benchmark starts, each in its own process group, stopped by id."""
+
+    def __init__(self) -> None:
+        self.running: list[subprocess.Popen] = []
+
+    def start(self, name: str, command: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen:
+        log = (OUT / f"{name}.log").open("ab")
+        log.write(f"\n=== {dt.datetime.now().isoformat()} {' '.join(command)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        process.bench_name = name  # type: ignore[attr-defined]
+        self.running.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen, grace: float = 5.0) -> None:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+        if process in self.running:
+            self.running.remove(process)
+
+    def stop_all(self) -> None:
+        for process in list(reversed(self.running)):
+            self.stop(process, grace=3.0)
+
+
+PROCS = Processes()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(url: str, data: dict | None = None, timeout: float = 10.0) -> object:
+    body = json.dumps(data).encode() if data is not None else None
+    # Only ever the bench's own http://127.0.0.1 URLs.
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def wait_http(url: str, timeout: float = READY_TIMEOUT, process: subprocess.Popen | None = None) -> None:
+    """Until url answers anything at all (an HTTP error is an answer)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.bench_name} exited with {process.returncode}; see bench/out/")  # type: ignore[attr-defined]
+        try:
+            urllib.request.urlopen(url, timeout=2).read()  # noqa: S310 - a 127.0.0.1 URL of ours
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def run_checked(command: list[str], env: dict[str, str], timeout: float = 600) -> str:
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+# --- The sink --------------------------------------------------------------------------
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = PROCS.start("sink", [PY, str(BENCH / "sink.py"), "--port", str(self.port)], env)
+        wait_http(f"{self.url}/_bench/stats", process=self.process)
+
+    def stats(self) -> dict:
+        return http_json(f"{self.url}/_bench/stats")  # type: ignore[return-value]
+
+    def reset(self, hang_prefix: str = "/hang/", hang_seconds: float = 0.0) -> None:
+        http_json(f"{self.url}/_bench/reset", {})
+        http_json(f"{self.url}/_bench/config", {"hang_prefix": hang_prefix, "hang_seconds": hang_seconds})
+
+    def records(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.url}/_bench/records", timeout=120) as response:  # noqa: S310
+            return [json.loads(line) for line in response.read().splitlines() if line]
+
+    def wait_for(self, expected: int, max_wait: float, stall: float = STALL_SECONDS) -> dict:
+        """Poll until `expected` POSTs arrived, nothing new came for `stall` seconds, or max_wait passed."""
+        started = time.monotonic()
+        last_count, last_change = -1, started
+        while True:
+            stats = self.stats()
+            now = time.monotonic()
+            if stats["posts"] != last_count:
+                last_count, last_change = stats["posts"], now
+            if stats["posts"] >= expected:
+                stats["ended"] = "complete"
+                return stats
+            if now - last_change > stall:
+                stats["ended"] = f"stalled {stall:.0f}s"
+                return stats
+            if now - started > max_wait:
+                stats["ended"] = f"max wait {max_wait:.0f}s"
+                return stats
+            time.sleep(POLL_SECONDS)
+
+
+# --- RSS sampling -----------------------------------------------------------------------
+
+
+class RssSampler:
+    """Peak summed RSS of process trees, sampled in a thread."""
+
+    def __init__(self, groups: dict[str, list[int]], interval: float = 0.1) -> None:
+        self.groups = groups
+        self.interval = interval
+        self.peak = dict.fromkeys(groups, 0)
+        self.base = {name: self._rss(pids) for name, pids in groups.items()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _rss(pids: list[int]) -> int:
+        total = 0
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                parent = psutil.Process(pid)
+                for process in [parent, *parent.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        total += process.memory_info().rss
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, pids in self.groups.items():
+                self.peak[name] = max(self.peak[name], self._rss(pids))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# --- Publishing client ----------------------------------------------------------------------
+
+
+async def _publish(
+    url: str, topic: str, count: int, concurrency: int, max_seconds: float, headers: dict[str, str]
+) -> list[tuple]:
+    """POST count notifications, concurrency at a time; (seq, status, sent, answered) each."""
+    results: list[tuple] = []
+    deadline = time.monotonic() + max_seconds
+    sequence = iter(range(count))
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout, headers=headers
+    ) as session:
+
+        async def client() -> None:
+            for seq in sequence:
+                if time.monotonic() > deadline:
+                    return
+                sent = time.time()
+                payload = {"topic": topic, "content": {"seq": seq, "t": sent}}
+                try:
+                    async with session.post(url, json=payload) as response:
+                        await response.read()
+                        status = response.status
+                except (TimeoutError, aiohttp.ClientError):
+                    status = 0
+                results.append((seq, status, sent, time.time()))
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return results
+
+
+def publish(
+    url: str, topic: str, count: int, concurrency: int, max_seconds: float, headers: dict[str, str] | None = None
+) -> list[tuple]:
+    results = asyncio.run(_publish(url, topic, count, concurrency, max_seconds, headers or {}))
+    refused = Counter(r[1] for r in results if r[1] != 202)
+    if results and len(refused) and sum(refused.values()) == len(results):
+        raise RuntimeError(f"every publish was refused (HTTP status: count {dict(refused)}); see bench/out/web*.log")
+    return results
+
+
+def api_headers(env: dict[str, str]) -> dict[str, str]:
+    """A publish token when the project has API tokens (manage.py hub_token), else no header."""
+    if not (ROOT / "subscriptions" / "management" / "commands" / "hub_token.py").exists():
+        return {}
+    output = run_checked([PY, "manage.py", "hub_token", "bench-publisher", "--publish"], env)
+    return {"Authorization": f"Token {output.strip().splitlines()[-1].strip()}"}
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+# --- Pool specifications -------------------------------------------------------------------
+
+
+def refused(r: dict) -> str:
+    n = r["published"] - r["accepted"]
+    return f", {n} publishes refused" if n else ""
+
+
+def parse_pool(spec: str) -> tuple[str, int, int]:
+    """`prefork:8`, `threads:32x2` -> (pool, concurrency, worker instances)."""
+    pool, _, rest = spec.partition(":")
+    concurrency, _, instances = rest.partition("x")
+    return pool, int(concurrency or 4), int(instances or 1)
+
+
+# --- The benchmark ---------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.rows: list[tuple[str, str, str, str, str]] = []
+        self.notes: list[str] = []
+        self.details: dict[str, object] = {}
+        self.ceilings: dict[str, float] = {}
+        self.redis_url = f"redis://127.0.0.1:{args.redis_port}/{args.redis_db}"
+        self.database_url = f"postgres://postgres@127.0.0.1:{args.pg_port}/{args.database}"
+        self.var_dir = OUT / "var-pg"
+        self.web_port = free_port()
+        self.web: subprocess.Popen | None = None
+        self.sink: Sink | None = None
+        self.headers: dict[str, dict[str, str]] = {}
+
+    # -- helpers --
+
+    def log(self, message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    def row(self, scenario: str, setup: str, result: str, target: str = "", verdict: str = "") -> None:
+        self.rows.append((scenario, setup, result, target, verdict))
+        self.log(f"{scenario} | {setup} | {result} | {target} {verdict}")
+
+    def hub_env(self, *, embedded: bool = False, read_timeout: float = 10.0, web_port: int | None = None) -> dict:
+        # Start from a clean slate: nothing from the caller's .env may point the hub elsewhere.
+        prefixes = ("DATABASE_", "REDIS_", "CELERY_", "HUB_", "DJANGO_")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+        env.update(
+            DJANGO_SETTINGS_MODULE="websubhub.settings",
+            PYTHONUNBUFFERED="1",
+            DJANGO_SECRET_KEY="bench-only-not-a-secret",  # noqa: S106 - a throwaway key for local processes
+            HUB_URL=f"http://127.0.0.1:{web_port or self.web_port}/hub",
+            HUB_HTTP_CONNECT_TIMEOUT="2",
+            HUB_HTTP_READ_TIMEOUT=str(read_timeout),
+            # The per-callback limiter (being added): high enough never to interfere.
+            HUB_CALLBACK_RATE_LIMIT="1000000/1s",
+            # The sink is on 127.0.0.1: lift the outbound address guard (as scripts/run and scripts/test do).
+            HUB_ALLOW_PRIVATE_ADDRESSES="true",
+            # The API's own throttles (being added) would cap what the publish scenario measures.
+            HUB_THROTTLE_PUBLISH="1000000/s",
+            HUB_THROTTLE_SUBSCRIBE="1000000/s",
+            # No beat runs, but keep the sweep from re-sending anything if one did.
+            HUB_SWEEP_GRACE_SECONDS="86400",
+            HUB_LOG_LEVEL=self.args.hub_log_level,
+        )
+        if embedded:
+            env["HUB_VAR_DIR"] = str(OUT / "var-embedded")
+        else:
+            env.update(HUB_VAR_DIR=str(self.var_dir), DATABASE_URL=self.database_url, REDIS_URL=self.redis_url)
+        return env
+
+    def dbtool(self, env: dict, *arguments: str, timeout: float = 900) -> object:
+        output = run_checked([PY, str(BENCH / "dbtool.py"), *arguments], env, timeout=timeout)
+        return json.loads(output.strip().splitlines()[-1])
+
+    def flush_redis(self) -> None:
+        import redis
+
+        redis.Redis.from_url(self.redis_url).flushdb()
+
+    # -- setup --
+
+    def setup(self) -> None:
+        OUT.mkdir(parents=True, exist_ok=True)
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        needs_pg = set(self.args.scenarios) - {"embedded"}
+        if needs_pg:
+            self.log(f"database {self.args.database}: drop and create, migrate")
+            psql = ["psql", "-h", "127.0.0.1", "-p", str(self.args.pg_port), "-U", "postgres", "-q"]
+            psql += ["-v", "ON_ERROR_STOP=1"]
+            run_checked([*psql, "-c", f'DROP DATABASE IF EXISTS "{self.args.database}" WITH (FORCE)'], dict(os.environ))
+            run_checked([*psql, "-c", f'CREATE DATABASE "{self.args.database}"'], dict(os.environ))
+            run_checked([PY, "manage.py", "migrate", "-v0"], self.hub_env())
+            self.flush_redis()
+        self.sink = Sink()
+        if needs_pg & {"e2e", "fanout", "publish", "isolation"}:
+            self.web = self.start_web(self.hub_env(), self.web_port, "web")
+
+    def start_web(self, env: dict, port: int, name: str) -> subprocess.Popen:
+        command = [
+            PY,
+            "-m",
+            "gunicorn",
+            "websubhub.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(self.args.web_workers),
+        ]
+        process = PROCS.start(name, command, env)
+        wait_http(f"http://127.0.0.1:{port}/api/notifications/0/", process=process)
+        self.headers[f"http://127.0.0.1:{port}"] = api_headers(env)
+        return process
+
+    def start_workers(
+        self, app: str, spec: str, env: dict, *, cwd: Path = ROOT, loglevel: str | None = None, embedded: bool = False
+    ) -> list[subprocess.Popen]:
+        pool, concurrency, instances = parse_pool(spec)
+        processes, names = [], []
+        for i in range(instances):
+            name = f"bench{i}-{os.getpid()}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+            names.append(name)
+            command = [
+                PY,
+                "-m",
+                "celery",
+                "-A",
+                app,
+                "worker",
+                f"--pool={pool}",
+                f"--concurrency={concurrency}",
+                "--without-gossip",
+                "--without-mingle",
+                f"--hostname={name}",
+                f"--loglevel={loglevel or self.args.worker_loglevel}",
+            ]
+            processes.append(PROCS.start(f"worker-{app}", command, env, cwd=cwd))
+        if embedded:
+            self._wait_ready_log(processes, f"worker-{app}", names)
+        else:
+            self._wait_ready_ping(processes, names)
+        return processes
+
+    def _wait_ready_ping(self, processes: list[subprocess.Popen], names: list[str]) -> None:
+        from celery import Celery
+
+        control = Celery("bench-control", broker=self.redis_url)
+        deadline = time.monotonic() + READY_TIMEOUT
+        pending = set(names)
+        while pending and time.monotonic() < deadline:
+            for process in processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"worker exited with {process.returncode}; see bench/out/")
+            for reply in control.control.ping(destination=list(pending), timeout=0.5) or []:
+                pending -= set(reply)
+        if pending:
+            raise RuntimeError(f"workers not ready after {READY_TIMEOUT}s: {pending}")
+
+    def _wait_ready_log(self, processes: list[subprocess.Popen], log_name: str, names: list[str]) -> None:
+        path = OUT / f"{log_name}.log"
+        offset = path.stat().st_size if path.exists() else 0
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            for process in processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"worker exited with {process.returncode}; see {path}")
+            with path.open("rb") as f:
+                text = f.read()
+            if all(f"{name} ready.".encode() in text for name in names):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"workers not ready after {READY_TIMEOUT}s; see {path} (from byte {offset})")
+
+    def stop_workers(self, processes: list[subprocess.Popen]) -> None:
+        for process in processes:
+            PROCS.stop(process)
+
+    # -- scenario 1: ceiling --
+
+    def ceiling(self, spec: str) -> None:
+        n = self.args.ceiling_tasks
+        self.flush_redis()
+        self.sink.reset()
+        env = self.hub_env()
+        env.update(BENCH_BROKER_URL=self.redis_url, PYTHONPATH=str(BENCH))
+        # A bare Celery app: without this Celery's Django fix-up would load the project.
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        workers = self.start_workers("ceiling_app", spec, env, cwd=BENCH)
+        from celery import Celery
+
+        producer_app = Celery("bench-producer", broker=self.redis_url)
+        producer_app.conf.task_serializer = "json"
+        started = time.time()
+        with producer_app.producer_or_acquire() as producer:
+            for seq in range(n):
+                body = json.dumps({"seq": seq, "t": time.time()}, separators=(",", ":"))
+                producer_app.send_task(
+                    "bench.post",
+                    kwargs={"url": f"{self.sink.url}/ceil/{seq % 100}", "body": body, "delivery_id": str(uuid.uuid4())},
+                    producer=producer,
+                    queue="bench.ceiling",
+                )
+        enqueued = time.time()
+        stats = self.sink.wait_for(n, self.args.max_wait)
+        self.stop_workers(workers)
+        rate = stats["posts"] / (stats["last"] - started) if stats["posts"] else 0.0
+        self.ceilings[spec] = rate
+        self.row(
+            "1 ceiling",
+            f"{spec}, {n} tasks",
+            f"{rate:,.0f} POSTs/s (enqueue {n / (enqueued - started):,.0f}/s; {stats['posts']}/{n}, {stats['ended']})",
+        )
+        self.details[f"ceiling {spec}"] = {"rate": rate, **stats}
+
+    # -- scenario 2 (and 6, 7): end to end --
+
+    def e2e_run(
+        self,
+        *,
+        spec: str,
+        subscribers: int,
+        notifications: int,
+        env: dict,
+        web_url: str,
+        topic: str,
+        hang_every: int = 0,
+        hang_seconds: float = 0.0,
+        embedded: bool = False,
+        loglevel: str | None = None,
+        sample_rss: bool = False,
+    ) -> dict:
+        """Seed, start workers, publish, wait; the measured figures."""
+        self.dbtool(env, "reset")
+        if not embedded:
+            self.flush_redis()
+        self.sink.reset(hang_seconds=hang_seconds)
+        self.dbtool(
+            env,
+            "seed",
+            "--topic",
+            topic,
+            "--count",
+            str(subscribers),
+            "--base",
+            self.sink.url,
+            "--hang-every",
+            str(hang_every),
+        )
+        healthy_paths = {f"/cb/{i}" for i in range(subscribers) if not (hang_every and i % hang_every == 0)}
+        expected = len(healthy_paths) * notifications
+        workers = self.start_workers("websubhub", spec, env, loglevel=loglevel, embedded=embedded)
+        groups = {"worker": [w.pid for w in workers]}
+        if self.web is not None and not embedded:
+            groups["web"] = [self.web.pid]
+        profiler = self._profile_start(workers, topic) if self.args.profile and not embedded else None
+        try:
+            with RssSampler(groups) if sample_rss else contextlib.nullcontext() as sampler:
+                results = publish(
+                    f"{web_url}/api/notifications/",
+                    topic,
+                    notifications,
+                    self.args.publish_concurrency_e2e,
+                    self.args.max_wait,
+                    self.headers[web_url],
+                )
+                accepted = [r for r in results if r[1] == 202]
+                stats = self.sink.wait_for(expected, self.args.max_wait, stall=max(STALL_SECONDS, 3 * hang_seconds))
+            records = self.sink.records()
+            notes = self.dbtool(env, "notifications")
+            deliveries = self.dbtool(env, "deliveries")
+        finally:
+            if profiler is not None:
+                # py-spy writes its file on SIGINT.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(profiler.pid, signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    profiler.wait(30)
+                PROCS.stop(profiler)
+            self.stop_workers(workers)
+        first_publish = min(r[2] for r in results) if results else time.time()
+        healthy = [r for r in records if r["p"] in healthy_paths]
+        pairs: Counter = Counter()
+        latencies = []
+        for r in healthy:
+            content = json.loads(r["b"])
+            pairs[(r["p"], content["seq"])] += 1
+            latencies.append(r["t"] - content["t"])
+        # A refused publish is a notification that never reaches anyone: its deliveries count as missing.
+        expected_pairs = {(p, r[0]) for p in healthy_paths for r in results}
+        missing = len(expected_pairs - set(pairs))
+        duplicates = sum(c - 1 for c in pairs.values())
+        last = max((r["t"] for r in healthy), default=first_publish)
+        elapsed = max(1e-9, last - first_publish)
+        spreads = [n[2] - n[1] for n in notes if n[2] is not None]
+        out = {
+            "accepted": len(accepted),
+            "published": len(results),
+            "expected": len(expected_pairs),
+            "received": len(healthy),
+            "missing": missing,
+            "duplicates": duplicates,
+            "rate": len(pairs) / elapsed,
+            "elapsed": elapsed,
+            "publish_seconds": max((r[3] for r in results), default=first_publish) - first_publish,
+            "p50": percentile(latencies, 50),
+            "p95": percentile(latencies, 95),
+            "p99": percentile(latencies, 99),
+            "spread_max": max(spreads, default=float("nan")),
+            "unspread": sum(1 for n in notes if n[2] is None),
+            "deliveries": deliveries,
+            "hung": stats.get("hung", 0),
+            "ended": stats["ended"],
+        }
+        if sample_rss:
+            out["rss_peak"] = sampler.peak
+            out["rss_base"] = sampler.base
+        return out
+
+    def _profile_start(self, workers: list[subprocess.Popen], topic: str) -> subprocess.Popen | None:
+        """py-spy on the first worker and its pool children, as collapsed stacks in bench/out/ (optional)."""
+        py_spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+        if not Path(py_spy).exists():
+            self.log("--profile: py-spy not found (pip install py-spy into .venv); not profiling")
+            return None
+        name = f"profile-{topic.split('.')[1].lower()}-{len(self.details)}"
+        command = [
+            py_spy,
+            "record",
+            "--subprocesses",
+            "--format",
+            "raw",
+            "--rate",
+            "50",
+            "--duration",
+            str(round(self.args.max_wait)),
+            "-o",
+            str(OUT / f"{name}.txt"),
+            "-p",
+            str(workers[0].pid),
+        ]
+        if self.args.profile == "idle":
+            command.append("--idle")
+        process = PROCS.start(name, command, dict(os.environ))
+        time.sleep(1.0)  # let it attach before the load starts
+        self.notes.append(f"profile: bench/out/{name}.txt (py-spy collapsed stacks)")
+        return process
+
+    def e2e(self, spec: str) -> None:
+        s, m = self.args.subscribers, self.args.notifications
+        r = self.e2e_run(
+            spec=spec,
+            subscribers=s,
+            notifications=m,
+            env=self.hub_env(),
+            web_url=f"http://127.0.0.1:{self.web_port}",
+            topic="BENCH.E2E.topic",
+        )
+        self.details[f"e2e {spec}"] = r
+        ceiling = self.ceilings.get(spec)
+        ratio = f", {r['rate'] / ceiling:.2f}x ceiling" if ceiling else ""
+        ok = r["missing"] == 0 and r["duplicates"] == 0 and (not ceiling or r["rate"] >= 0.7 * ceiling)
+        self.row(
+            "2 end to end",
+            f"{spec}, S={s} M={m}",
+            f"{r['rate']:,.0f} deliveries/s{ratio}; latency p50/p95/p99 {r['p50']:.2f}/{r['p95']:.2f}/{r['p99']:.2f}s; "
+            f"missing {r['missing']}, dup {r['duplicates']}{refused(r)} ({r['ended']})",
+            ">=0.7x ceiling, 0 missing, 0 dup",
+            "ok" if ok else "MISS",
+        )
+
+    # -- scenario 3: fan-out --
+
+    def fanout(self, spec: str) -> None:
+        n = self.args.fanout
+        r = self.e2e_run(
+            spec=spec,
+            subscribers=n,
+            notifications=1,
+            env=self.hub_env(),
+            web_url=f"http://127.0.0.1:{self.web_port}",
+            topic="BENCH.FANOUT.topic",
+            sample_rss=True,
+        )
+        self.details[f"fanout {spec}"] = r
+        mb = 1024 * 1024
+        growth = (r["rss_peak"]["worker"] - r["rss_base"]["worker"]) / mb
+        ok = r["spread_max"] < 2.0 and r["missing"] == 0 and growth < 100
+        self.row(
+            "3 fan-out",
+            f"{spec}, 1 notification -> {n:,}",
+            f"spread {r['spread_max']:.2f}s; last delivery {r['elapsed']:.2f}s ({r['rate']:,.0f}/s); "
+            f"missing {r['missing']}; worker RSS peak {r['rss_peak']['worker'] / mb:.0f} MB (+{growth:.0f}); "
+            f"web RSS peak {r['rss_peak'].get('web', 0) / mb:.0f} MB",
+            "spread <2s, all arrive, worker +<100MB",
+            "ok" if ok else "MISS",
+        )
+
+    # -- scenario 4: matching --
+
+    def matching(self) -> None:
+        env = self.hub_env()
+        self.dbtool(env, "reset")
+        sizes = f"1000,{self.args.match_subscriptions}"
+        self.log(f"matching: inserting up to {self.args.match_subscriptions:,} subscriptions (COPY)")
+        r = self.dbtool(env, "matching", "--sizes", sizes, "--topics-per-sub", str(self.args.match_topics_per_sub))
+        small, large = r["results"][0], r["results"][-1]
+        ratio = large["median_ms"] / small["median_ms"]
+        self.row(
+            "4 matching",
+            f"{small['size']:,} vs {large['size']:,} subs ({large['generated_topics']:,} topics); "
+            f"{len(r['keys'])} keys, {large['matched']} matched",
+            f"{small['median_ms']:.2f} ms vs {large['median_ms']:.2f} ms median ({ratio:.2f}x); "
+            f"first call {large['first_ms']:.1f} ms; COPY {large['insert_s']:.0f}s",
+            "<=2x",
+            "ok" if ratio <= 2 else "MISS",
+        )
+        self.details["matching"] = r
+        self.notes.append(f"EXPLAIN ANALYZE at {large['size']:,} subscriptions:\n\n```\n{large['explain']}\n```")
+        self.dbtool(env, "reset")
+
+    # -- scenario 5: publish --
+
+    def publish_throughput(self) -> None:
+        env = self.hub_env()
+        self.dbtool(env, "reset")
+        self.flush_redis()
+        n, c = self.args.publish_requests, self.args.publish_concurrency
+        web_url = f"http://127.0.0.1:{self.web_port}"
+        results = publish(
+            f"{web_url}/api/notifications/", "BENCH.PUBLISH.nobody", n, c, self.args.max_wait, self.headers[web_url]
+        )
+        accepted = [r for r in results if r[1] == 202]
+        elapsed = max(r[3] for r in results) - min(r[2] for r in results)
+        rate = len(accepted) / elapsed
+        latencies = [r[3] - r[2] for r in accepted]
+        self.row(
+            "5 publish",
+            f"{n} POSTs, {c} concurrent, gunicorn {self.args.web_workers} sync workers, no worker running",
+            f"{rate:,.0f} accepted/s; p50/p99 {percentile(latencies, 50) * 1000:.0f}/"
+            f"{percentile(latencies, 99) * 1000:.0f} ms; refused {len(results) - len(accepted)}"
+            f"{' ' + str(dict(Counter(r[1] for r in results if r[1] != 202))) if len(results) > len(accepted) else ''}",
+            ">=500/s",
+            "ok" if rate >= 500 else "MISS",
+        )
+        self.details["publish"] = {"rate": rate, "accepted": len(accepted), "sent": len(results)}
+        self.flush_redis()
+
+    # -- scenario 6: isolation --
+
+    def isolation(self, spec: str) -> None:
+        s, m, timeout = self.args.iso_subscribers, self.args.iso_notifications, self.args.hang_timeout
+        common = {
+            "spec": spec,
+            "subscribers": s,
+            "notifications": m,
+            "web_url": f"http://127.0.0.1:{self.web_port}",
+            "topic": "BENCH.ISOLATION.topic",
+        }
+        env = self.hub_env(read_timeout=timeout)
+        base = self.e2e_run(env=env, **common)
+        hung = self.e2e_run(env=env, hang_every=10, hang_seconds=timeout + 1.0, **common)
+        self.details[f"isolation {spec}"] = {"baseline": base, "hanging": hung}
+        loss = 1 - hung["rate"] / base["rate"] if base["rate"] else float("nan")
+        self.row(
+            "6 isolation",
+            f"{spec}, S={s} M={m}, 10% hang > {timeout:g}s timeout",
+            f"healthy {hung['rate']:,.0f}/s vs {base['rate']:,.0f}/s with none hanging (-{loss * 100:.0f}%); "
+            f"healthy missing {hung['missing']} ({hung['ended']})",
+            "lose <=10%",
+            "ok" if loss <= 0.10 and hung["missing"] == 0 else "MISS",
+        )
+
+    # -- scenario 7: embedded --
+
+    def embedded(self) -> None:
+        var = OUT / "var-embedded"
+        shutil.rmtree(var, ignore_errors=True)
+        port = free_port()
+        env = self.hub_env(embedded=True, web_port=port)
+        run_checked([PY, "manage.py", "migrate", "-v0"], env)
+        web = self.start_web(env, port, "web-embedded")
+        saved_web, self.web = self.web, None
+        try:
+            s, m = self.args.embedded_subscribers, self.args.embedded_notifications
+            spec = self.args.embedded_pool
+            r = self.e2e_run(
+                spec=spec,
+                subscribers=s,
+                notifications=m,
+                env=env,
+                web_url=f"http://127.0.0.1:{port}",
+                topic="BENCH.EMBEDDED.topic",
+                embedded=True,
+                loglevel="INFO",
+            )
+        finally:
+            self.web = saved_web
+            PROCS.stop(web)
+        self.details["embedded"] = r
+        self.row(
+            "7 embedded",
+            f"SQLite + filesystem broker, {spec} (as the Procfile), S={s} M={m}",
+            f"{r['rate']:,.0f} deliveries/s; latency p50/p95/p99 {r['p50']:.2f}/{r['p95']:.2f}/{r['p99']:.2f}s; "
+            f"missing {r['missing']}, dup {r['duplicates']} ({r['ended']})",
+            "0 missing, 0 dup",
+            "ok" if r["missing"] == 0 and r["duplicates"] == 0 else "MISS",
+        )
+
+    # -- all --
+
+    def run(self) -> None:
+        self.setup()
+        pools = self.args.pools
+        chosen = self.args.scenarios
+        steps = []
+        for spec in pools:
+            if "ceiling" in chosen:
+                steps.append((f"ceiling {spec}", lambda spec=spec: self.ceiling(spec)))
+            if "e2e" in chosen:
+                steps.append((f"e2e {spec}", lambda spec=spec: self.e2e(spec)))
+        if "isolation" in chosen:
+            for spec in pools:
+                steps.append((f"isolation {spec}", lambda spec=spec: self.isolation(spec)))
+        if "fanout" in chosen:
+            steps.append(("fanout", lambda: self.fanout(self.args.fanout_pool or pools[0])))
+        if "publish" in chosen:
+            steps.append(("publish", self.publish_throughput))
+        if "matching" in chosen:
+            steps.append(("matching", self.matching))
+        if "embedded" in chosen:
+            steps.append(("embedded", self.embedded))
+        for name, step in steps:
+            self.log(f"--- {name}")
+            started = time.monotonic()
+            try:
+                step()
+            except Exception as exc:  # one broken scenario must not hide the others' figures
+                text = str(exc).strip()
+                self.row(name, "", f"ERROR: {text.splitlines()[-1][:300] if text else type(exc).__name__}", "", "ERROR")
+                self.log(f"{name} failed: {exc!r}")
+            self.log(f"--- {name}: {time.monotonic() - started:.1f}s")
+
+
+# --- Reporting ---------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory = psutil.virtual_memory().total / 2**30
+    return f"{os.cpu_count()} cores ({model}), {memory:.0f} GiB, Python {platform.python_version()}"
+
+
+def commit() -> str:
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", ".", ":!bench", ":!requirements-bench.txt"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha or "unknown") + (" + uncommitted changes" if dirty else "")
+
+
+def report(bench: Bench, argv: list[str], seconds: float) -> str:
+    header = (
+        f"## {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} · commit {commit()} · {machine()}\n\n"
+        f"`bench/run {' '.join(argv)}` ({seconds:.0f}s). Worker log level {bench.args.worker_loglevel}, "
+        f"HUB_LOG_LEVEL {bench.args.hub_log_level}; PostgreSQL, Redis, the sink, gunicorn and the workers "
+        "share the cores.\n"
+    )
+    lines = ["| scenario | setup | result | target | |", "|---|---|---|---|---|"]
+    for row in bench.rows:
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
+    text = header + "\n" + "\n".join(lines) + "\n"
+    for note in bench.notes:
+        text += "\n" + note + "\n"
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one pool: under a minute")
+    parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS))
+    parser.add_argument(
+        "--pools", default=None, help="worker layouts, e.g. prefork:8,threads:32x2 (pool:concurrency[xinstances])"
+    )
+    parser.add_argument("--fanout-pool", default=None)
+    parser.add_argument("--subscribers", type=int, default=None, help="e2e: subscribers on the topic")
+    parser.add_argument("--notifications", type=int, default=None, help="e2e: notifications published")
+    parser.add_argument("--ceiling-tasks", type=int, default=None)
+    parser.add_argument("--fanout", type=int, default=None, help="subscribers of the fan-out notification")
+    parser.add_argument("--match-subscriptions", type=int, default=None)
+    parser.add_argument("--match-topics-per-sub", type=float, default=0.1, help="distinct topics per subscription")
+    parser.add_argument("--publish-requests", type=int, default=None)
+    parser.add_argument("--publish-concurrency", type=int, default=32)
+    parser.add_argument("--publish-concurrency-e2e", type=int, default=8)
+    parser.add_argument("--iso-subscribers", type=int, default=None)
+    parser.add_argument("--iso-notifications", type=int, default=None)
+    parser.add_argument("--hang-timeout", type=float, default=2.0, help="HUB_HTTP_READ_TIMEOUT in isolation")
+    parser.add_argument("--embedded-subscribers", type=int, default=None)
+    parser.add_argument("--embedded-notifications", type=int, default=None)
+    parser.add_argument("--embedded-pool", default="prefork:4")
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--worker-loglevel", default="WARNING")
+    parser.add_argument("--hub-log-level", default="INFO", help="HUB_LOG_LEVEL of web and workers (project default)")
+    parser.add_argument("--max-wait", type=float, default=None, help="longest wait for one run's deliveries (s)")
+    parser.add_argument("--database", default="websubhub_bench")
+    parser.add_argument("--pg-port", type=int, default=5432)
+    parser.add_argument("--redis-port", type=int, default=6379)
+    parser.add_argument("--redis-db", type=int, default=14)
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="cpu",
+        choices=["cpu", "idle"],
+        default=None,
+        help="py-spy the workers of e2e runs (cpu samples, or idle too) into bench/out/profile-*.txt",
+    )
+    parser.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
+    args = parser.parse_args()
+
+    quick = args.quick
+    defaults = {
+        "pools": "prefork:8" if quick else "prefork:8,threads:32x2",
+        "subscribers": 20 if quick else 100,
+        "notifications": 30 if quick else 100,
+        "ceiling_tasks": 1000 if quick else 10000,
+        "fanout": 500 if quick else 10000,
+        "match_subscriptions": 20000 if quick else 1_000_000,
+        "publish_requests": 300 if quick else 3000,
+        "iso_subscribers": 20 if quick else 50,
+        "iso_notifications": 10 if quick else 40,
+        "embedded_subscribers": 10 if quick else 20,
+        "embedded_notifications": 10 if quick else 50,
+        "max_wait": 60 if quick else 300,
+    }
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.pools = [p for p in args.pools.split(",") if p]
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = set(args.scenarios) - set(ALL_SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+
+    def interrupted(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
+    bench = Bench(args)
+    started = time.monotonic()
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        print("interrupted: stopping everything", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        PROCS.stop_all()
+    text = report(bench, sys.argv[1:], time.monotonic() - started)
+    print()
+    print(text)
+    (OUT / "details.json").write_text(json.dumps(bench.details, indent=1, default=str))
+    if not args.no_results:
+        results = BENCH / "RESULTS.md"
+        if not results.exists():
+            results.write_text(
+                "# Benchmark results\n\nAppended by `bench/run` (newest last); see bench/README.md for what each "
+                "scenario measures.\n\n"
+            )
+        with results.open("a") as f:
+            f.write("\n" + text)
+        print(f"appended to {results.relative_to(ROOT)}; raw figures in bench/out/details.json")
+
+
+if __name__ == "__main__":
+    main()

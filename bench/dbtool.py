@@ -1,0 +1,271 @@
+"""Database side of the benchmark, run as a subprocess with the hub's environment.
+
+It uses the project's ORM and selectors (django.setup() with the bench
+DATABASE_URL) and prints one JSON document on stdout. Commands:
+
+    reset                         empty the hub's tables (the bench database only)
+    seed --topic T --count N --base URL [--hang-every K] [--hang-prefix P]
+                                  verified subscriptions, created directly
+    notifications                 id, created_at, spread_at of every notification
+    deliveries                    deliveries by status
+    matching --sizes 1000,1000000 --topics-per-sub 0.1
+                                  time subscriptions_matching at each size, with EXPLAIN
+"""
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "websubhub.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.db import connection, transaction  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from subscriptions.models import Delivery, Notification, Subscription  # noqa: E402
+from subscriptions.selectors import subscriptions_matching  # noqa: E402
+from subscriptions.topics import publish_keys, subscription_key  # noqa: E402
+
+LEASE_SECONDS = 30 * 24 * 3600
+SEED_BATCH = 5000
+# The notification the matching scenario looks up: depth 6, every prefix subscribed.
+PROBE_TOPIC = "probe.alpha.beta.gamma.delta.epsilon"
+PROBE_CALLBACKS_PER_KEY = 10
+# Words of generated topic segments: few enough that topics share prefixes.
+WORDS = [f"w{i}" for i in range(16)]
+ROOTS = 1000
+MATCH_REPEATS = 30
+
+
+def out(data: object) -> None:
+    print(json.dumps(data, default=str))
+
+
+def cmd_reset(_args: argparse.Namespace) -> None:
+    from django.apps import apps
+
+    # Every table of the app, including ones added after this benchmark was written.
+    tables = [m._meta.db_table for m in apps.get_app_config("subscriptions").get_models()]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+        else:
+            for table in tables:
+                cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - model table names
+    out({"reset": tables})
+
+
+def cmd_seed(args: argparse.Namespace) -> None:
+    now = timezone.now()
+    key = subscription_key(args.topic)
+    rows = []
+    started = time.perf_counter()
+    for i in range(args.count):
+        hang = args.hang_every and i % args.hang_every == 0
+        path = f"{args.hang_prefix}{i}" if hang else f"/cb/{i}"
+        rows.append(
+            Subscription(
+                topic=args.topic,
+                topic_key=key,
+                callback=f"{args.base}{path}",
+                secret="bench-secret",  # noqa: S106 - signs bench deliveries, like a subscriber's secret
+                lease_seconds=LEASE_SECONDS,
+                expires_at=now + timedelta(seconds=LEASE_SECONDS),
+                verified_at=now,
+                state=Subscription.State.ACTIVE,
+            )
+        )
+    with transaction.atomic():
+        Subscription.objects.bulk_create(rows, batch_size=SEED_BATCH)
+    out({"seeded": args.count, "seconds": time.perf_counter() - started})
+
+
+def cmd_notifications(_args: argparse.Namespace) -> None:
+    rows = Notification.objects.order_by("id").values_list("id", "created_at", "spread_at")
+    out([[pk, created.timestamp(), spread.timestamp() if spread else None] for pk, created, spread in rows])
+
+
+def cmd_deliveries(_args: argparse.Namespace) -> None:
+    from django.db.models import Count
+
+    counts = dict(Delivery.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    out(counts)
+
+
+# --- Matching at scale ------------------------------------------------------------
+
+
+def _generated_topics(count: int, rng: random.Random) -> list[str]:
+    topics: set[str] = set()
+    while len(topics) < count:
+        depth = rng.randint(2, 6)
+        topics.add(".".join([f"r{rng.randrange(ROOTS)}"] + [rng.choice(WORDS) for _ in range(depth - 1)]))
+    return sorted(topics)
+
+
+def _copy_value(value: object) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value).replace("\\", "\\\\").replace("\t", " ").replace("\n", " ")
+
+
+def _copy_subscriptions(rows: list[tuple[str, str]]) -> float:
+    """COPY (topic_key, callback) rows in as verified subscriptions; returns seconds.
+
+    Columns come from the model, so fields added later get their defaults.
+    """
+    table = Subscription._meta.db_table
+    now = timezone.now()
+    known = {
+        "lease_seconds": LEASE_SECONDS,
+        "expires_at": now + timedelta(seconds=LEASE_SECONDS),
+        "verified_at": now,
+        "created_at": now,
+        "updated_at": now,
+        "state": Subscription.State.ACTIVE,
+        "secret": "",
+    }
+    fields = [f for f in Subscription._meta.concrete_fields if not f.primary_key]
+    template = []
+    for field in fields:
+        if field.name in ("topic", "topic_key", "callback"):
+            template.append(None)
+        elif field.name in known:
+            template.append(_copy_value(known[field.name]))
+        else:
+            template.append(_copy_value(field.get_default()))
+    slots = {f.name: i for i, f in enumerate(fields)}
+    columns = ", ".join(f'"{f.column}"' for f in fields)
+    started = time.perf_counter()
+    statement = f"COPY {table} ({columns}) FROM STDIN"
+    with connection.cursor() as cursor, transaction.atomic(), cursor.cursor.copy(statement) as copy:
+        lines = []
+        for key, callback in rows:
+            values = list(template)
+            values[slots["topic"]] = key
+            values[slots["topic_key"]] = key
+            values[slots["callback"]] = callback
+            lines.append("\t".join(values) + "\n")
+            if len(lines) >= 50_000:
+                copy.write("".join(lines))
+                lines = []
+        if lines:
+            copy.write("".join(lines))
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")
+    return time.perf_counter() - started
+
+
+def _captured_sql(keys: list[str], now) -> tuple[str, tuple]:
+    """The SQL the selector runs (captured, not rebuilt, so it follows the code)."""
+    captured: list[tuple[str, tuple]] = []
+
+    def wrapper(execute, sql, params, many, context):
+        captured.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper), transaction.atomic():
+        list(subscriptions_matching(keys, now=now))
+    selects = [(sql, params) for sql, params in captured if "SELECT" in sql.upper()]
+    return selects[0] if selects else ("", ())
+
+
+def _measure(keys: list[str]) -> dict:
+    now = timezone.now()
+    started = time.perf_counter()
+    first = list(subscriptions_matching(keys, now=now))
+    cold = time.perf_counter() - started
+    times = []
+    for _ in range(MATCH_REPEATS):
+        started = time.perf_counter()
+        with transaction.atomic():
+            found = list(subscriptions_matching(keys, now=now))
+        times.append(time.perf_counter() - started)
+    times.sort()
+    sql, params = _captured_sql(keys, now)
+    plan = ""
+    if sql and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+    return {
+        "matched": len(found),
+        "first_ms": cold * 1000,
+        "median_ms": statistics.median(times) * 1000,
+        "p95_ms": times[int(len(times) * 0.95) - 1] * 1000,
+        "sql": sql,
+        "explain": plan,
+        "consistent": len(first) == len(found),
+    }
+
+
+def cmd_matching(args: argparse.Namespace) -> None:
+    if connection.vendor != "postgresql":
+        raise SystemExit("matching needs PostgreSQL")
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    rng = random.Random(5)
+    keys = publish_keys(PROBE_TOPIC)
+    probe_rows = [(key, f"http://127.0.0.1:9/probe/{n}") for key in keys for n in range(PROBE_CALLBACKS_PER_KEY)]
+    results = []
+    inserted = 0
+    # The probe's rows go in first and stay: the matched set is the same at every size.
+    insert_seconds = _copy_subscriptions(probe_rows)
+    inserted += len(probe_rows)
+    for size in sizes:
+        need = size - inserted
+        if need > 0:
+            topics = _generated_topics(max(1, int(need * args.topics_per_sub)), rng)
+            rows = [(rng.choice(topics), f"http://127.0.0.1:9/m/{inserted + j}") for j in range(need)]
+            insert_seconds = _copy_subscriptions(rows)
+            inserted += need
+        else:
+            insert_seconds = 0.0
+        result = _measure(keys)
+        generated = len(topics) if need > 0 else 0
+        result.update({"size": inserted, "generated_topics": generated, "insert_s": insert_seconds})
+        results.append(result)
+    out({"probe_topic": PROBE_TOPIC, "keys": keys, "results": results})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("reset")
+    seed = sub.add_parser("seed")
+    seed.add_argument("--topic", required=True)
+    seed.add_argument("--count", type=int, required=True)
+    seed.add_argument("--base", required=True)
+    seed.add_argument("--hang-every", type=int, default=0)
+    seed.add_argument("--hang-prefix", default="/hang/")
+    sub.add_parser("notifications")
+    sub.add_parser("deliveries")
+    matching = sub.add_parser("matching")
+    matching.add_argument("--sizes", default="1000,1000000")
+    matching.add_argument("--topics-per-sub", type=float, default=0.1)
+    args = parser.parse_args()
+    {
+        "reset": cmd_reset,
+        "seed": cmd_seed,
+        "notifications": cmd_notifications,
+        "deliveries": cmd_deliveries,
+        "matching": cmd_matching,
+    }[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
