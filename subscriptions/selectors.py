@@ -1,5 +1,7 @@
 """Reads: which subscriptions a notification reaches, and delivery figures."""
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import datetime
 from typing import NamedTuple
@@ -7,7 +9,7 @@ from typing import NamedTuple
 from django.db.models import Count, Q
 from django.db.models.functions import Length
 
-from subscriptions.models import Delivery, Subscription
+from subscriptions.models import Delivery, Notification, Subscription
 
 # Rows fetched per round trip while streaming a large matching set.
 MATCH_CHUNK = 2000
@@ -64,3 +66,40 @@ def delivery_counts(*, notification_id: int) -> dict[str, int]:
         **{status: Count("id", filter=Q(status=status)) for status in statuses}
     )
     return {status: totals[status] or 0 for status in statuses}
+
+
+class Payload(NamedTuple):
+    topic: str
+    content: bytes
+    content_type: str
+
+
+# Notifications never change once stored, so a worker keeps the recent ones:
+# a fan-out to thousands of callbacks reads the content from the database once
+# per process instead of once per delivery.
+PAYLOAD_CACHE_BYTES = 64 * 1024 * 1024
+_payloads: OrderedDict[int, Payload] = OrderedDict()
+_payload_bytes = 0
+_payload_lock = threading.Lock()
+
+
+def notification_payload(notification_id: int) -> Payload | None:
+    """The topic, exact bytes and content type of a notification (cached per process)."""
+    global _payload_bytes
+    with _payload_lock:
+        cached = _payloads.get(notification_id)
+        if cached is not None:
+            _payloads.move_to_end(notification_id)
+            return cached
+    row = Notification.objects.filter(pk=notification_id).values_list("topic", "content", "content_type").first()
+    if row is None:
+        return None
+    payload = Payload(row[0], bytes(row[1]), row[2])
+    with _payload_lock:
+        if notification_id not in _payloads:
+            _payloads[notification_id] = payload
+            _payload_bytes += len(payload.content)
+            while _payload_bytes > PAYLOAD_CACHE_BYTES and len(_payloads) > 1:
+                _, evicted = _payloads.popitem(last=False)
+                _payload_bytes -= len(evicted.content)
+    return payload

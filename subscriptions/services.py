@@ -30,7 +30,7 @@ from subscriptions.models import (
     Subscription,
     SubscriptionRequest,
 )
-from subscriptions.selectors import subscriptions_matching
+from subscriptions.selectors import notification_payload, subscriptions_matching
 from subscriptions.topics import InvalidTopic, publish_keys, subscription_key
 from websubhub.celery import app as celery_app
 
@@ -479,7 +479,8 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
     which makes a repeated message harmless. `reserved` means the rate limit
     already granted this run its slot.
     """
-    row = Delivery.objects.select_related("notification", "subscription").filter(pk=delivery_id).first()
+    # One query for the row and its subscription; the content comes from the per-process cache.
+    row = Delivery.objects.select_related("subscription").filter(pk=delivery_id).first()
     if row is None or row.status != Delivery.Status.PENDING:
         return None
     subscription = row.subscription
@@ -512,12 +513,14 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
             logger.info("delivery %s deferred %.2fs by the rate limit %s", delivery_id, wait, rate)
             return Reschedule(countdown=wait, retry=False)
 
-    notification = row.notification
-    body = bytes(notification.content)
+    payload = notification_payload(row.notification_id)
+    if payload is None:  # the notification was deleted with its deliveries
+        return None
+    body = payload.content
     request_headers = delivery.headers(
-        content_type=notification.content_type,
+        content_type=payload.content_type,
         hub_url=settings.HUB_URL,
-        topic=notification.topic,
+        topic=payload.topic,
         delivery_id=str(row.uuid),
         body=body,
         secret=subscription.secret,
@@ -530,7 +533,7 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
     duration_ms = int((time.monotonic() - clock) * 1000)
     done = timezone.now()
     common = {"attempts": F("attempts") + 1, "last_status_code": result.status_code, "last_attempt_at": done}
-    log_args = (delivery_id, notification.pk, subscription.pk, attempt, result.status_code, duration_ms)
+    log_args = (delivery_id, row.notification_id, subscription.pk, attempt, result.status_code, duration_ms)
     DeliveryAttempt.objects.create(
         delivery_id=delivery_id,
         number=attempt,

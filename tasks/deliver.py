@@ -1,5 +1,6 @@
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from subscriptions import services
 from websubhub.celery import app as celery_app
@@ -8,7 +9,8 @@ from websubhub.celery import app as celery_app
 @shared_task(
     name="hub.deliver",
     bind=True,
-    autoretry_for=(services.DeliveryFailed,),
+    # A failed attempt, or the database briefly unreachable: both retried with backoff.
+    autoretry_for=(services.DeliveryFailed, OperationalError, InterfaceError),
     # Retry k waits a random time up to BASE * 2**(k-1) seconds, at most BACKOFF_MAX.
     retry_backoff=settings.HUB_RETRY_BACKOFF_BASE,
     retry_backoff_max=settings.HUB_RETRY_BACKOFF_MAX,

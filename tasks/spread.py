@@ -2,6 +2,7 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from subscriptions import services
 
@@ -11,7 +12,17 @@ logger = logging.getLogger(__name__)
 FETCH_MAX_RETRIES = 5
 
 
-@shared_task(name="hub.spread", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(
+    name="hub.spread",
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=10,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
 def spread(*, notification_id: int) -> None:
     """Create and enqueue one delivery per matching callback (idempotent: unique delivery per subscription)."""
     services.notification_spread(notification_id=notification_id)

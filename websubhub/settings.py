@@ -5,6 +5,7 @@ README.md, "Configuration", and .env.example). With nothing set, the hub runs on
 SQLite and Celery's filesystem transport under ./var, so it needs no service.
 """
 
+import os
 import secrets
 from pathlib import Path
 
@@ -18,6 +19,21 @@ env = environ.Env()
 # beat schedule, generated secret key). Ignored by git.
 VAR_DIR = Path(env.str("HUB_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+# Prometheus multiprocess mode (README, "Metrics"): every process of this machine
+# (web, Celery workers) writes its counters to files here and /metrics adds them
+# up. prometheus_client reads PROMETHEUS_MULTIPROC_DIR once, when first imported,
+# so it is set here, before any module imports it.
+# https://prometheus.github.io/client_python/multiprocess/
+HUB_METRICS_DIR = Path(
+    env.str("HUB_METRICS_DIR", default=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(VAR_DIR / "metrics"))
+)
+HUB_METRICS_DIR.mkdir(parents=True, exist_ok=True)
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(HUB_METRICS_DIR))
+if Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]) != HUB_METRICS_DIR:
+    raise ImproperlyConfigured("HUB_METRICS_DIR and PROMETHEUS_MULTIPROC_DIR name different directories: set one")
+# When set, GET /metrics (and manage.py hub_metrics_server) need `Authorization: Bearer <token>`.
+HUB_METRICS_TOKEN = env.str("HUB_METRICS_TOKEN", default="")
 
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -324,6 +340,15 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes every database connection around every task
+# unless this is set: a new PostgreSQL connection per delivery cost more than
+# the delivery (bench/RESULTS.md). Connections are kept instead, and checked
+# before each task like a web request's (websubhub/celery.py).
+CELERY_DB_REUSE_MAX = 10_000
+# The pool `celery -A websubhub worker` starts with when no -P/-c is given:
+# deliveries wait on the network, so threads (bench/RESULTS.md compares pools).
+CELERY_WORKER_POOL = env.str("HUB_WORKER_POOL", default="threads")
+CELERY_WORKER_CONCURRENCY = env.int("HUB_WORKER_CONCURRENCY", default=32)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Publishing must not hang a web request when the broker is down: fail fast, the
 # periodic sweep re-sends what was not published.
@@ -357,11 +382,25 @@ from kombu import Exchange, Queue  # noqa: E402
 
 CELERY_TASK_QUEUES = tuple(Queue(name, Exchange("hub", type="direct"), routing_key=name) for name in HUB_QUEUES)
 
+# One line per record: "plain" text, or "json", one object per line with time,
+# level, logger, message and any extra fields (websubhub/logformat.py).
+HUB_LOG_FORMAT = env.str("HUB_LOG_FORMAT", default="plain").lower()
+if HUB_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("HUB_LOG_FORMAT must be plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "websubhub.logformat.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": HUB_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("HUB_LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Django's own handlers (DEBUG's console, runserver's) would print a second,
+        # plain line: everything goes through the root's one handler.
+        "django": {"handlers": [], "propagate": True},
+        "django.server": {"handlers": [], "propagate": True},
+    },
 }
