@@ -98,14 +98,26 @@ _redis_lock = threading.Lock()
 _redis_state: dict[str, object] = {}
 
 
-def _script():
+def _client():
     with _redis_lock:
         if _redis_state.get("url") != settings.REDIS_URL:
             import redis
 
-            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
-            _redis_state.update(url=settings.REDIS_URL, script=client.register_script(_LUA))
-        return _redis_state["script"]
+            _redis_state.clear()
+            _redis_state["url"] = settings.REDIS_URL
+            _redis_state["client"] = redis.Redis.from_url(
+                settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5
+            )
+        return _redis_state["client"]
+
+
+def _script(name: str = "reserve", source: str = _LUA):
+    client = _client()
+    with _redis_lock:
+        key = f"script:{name}"
+        if key not in _redis_state:
+            _redis_state[key] = client.register_script(source)
+        return _redis_state[key]
 
 
 def _reserve_redis(key: str, rate: Rate) -> float:
@@ -125,3 +137,47 @@ def _reserve_database(key: str, rate: Rate) -> float:
         row.slots = json.dumps(slots[-rate.limit :])
         row.save(update_fields=["slots", "updated_at"])
     return max(0.0, slot - now)
+
+
+# --- Concurrency per callback ------------------------------------------------------
+#
+# At most `limit` requests in flight to one callback at a time, across every
+# worker: a callback that hangs until the timeout can hold only that many
+# worker threads, never the whole pool. Each holder takes a lease that ends by
+# itself after `lease` seconds, so a worker that dies never leaks a place.
+
+_IN_FLIGHT_LUA = """
+local key = KEYS[1]
+local limit = tonumber(ARGV[1])
+local lease = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+if redis.call('ZCARD', key) < limit then
+  redis.call('ZADD', key, now + lease, ARGV[3])
+  redis.call('PEXPIRE', key, lease + 1000)
+  return -1
+end
+local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+return tonumber(first[2]) - now
+"""
+
+
+def in_flight_acquire(callback: str, limit: int, lease: float) -> tuple[str | None, float]:
+    """Take a place among the requests in flight to callback: (token, 0), or (None, seconds until one frees).
+
+    Needs Redis; without it (the embedded default) every request gets a place.
+    """
+    if limit <= 0 or not settings.REDIS_URL:
+        return "", 0.0
+    token = uuid.uuid4().hex
+    script = _script("in_flight", _IN_FLIGHT_LUA)
+    wait_ms = int(script(keys=[f"hub:inflight:{callback_key(callback)}"], args=[limit, int(lease * 1000), token]))
+    if wait_ms < 0:
+        return token, 0.0
+    return None, max(0.001, wait_ms / 1000)
+
+
+def in_flight_release(callback: str, token: str | None) -> None:
+    if token:
+        _client().zrem(f"hub:inflight:{callback_key(callback)}", token)

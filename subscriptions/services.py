@@ -6,6 +6,7 @@ safe to run twice for the same input (tasks use acks_late).
 
 import json
 import logging
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from subscriptions import delivery, http, netguard, ratelimit, verification
+from subscriptions import delivery, http, metrics, netguard, ratelimit, verification
 from subscriptions.models import (
     MAX_CALLBACK_LENGTH,
     MAX_SECRET_BYTES,
@@ -42,6 +43,11 @@ DELIVER_QUEUE = "hub.deliver"
 # Retries wait on their own queue, so a failing subscriber's retries never
 # stand in front of first attempts to healthy ones.
 RETRY_QUEUE = "hub.deliver.retry"
+# A place among a callback's requests in flight is held at most the HTTP
+# timeouts plus this (seconds), and a delivery that found no place looks again
+# within this many seconds.
+IN_FLIGHT_LEASE_MARGIN = 5.0
+IN_FLIGHT_RECHECK_SECONDS = 1.0
 # How long one probe of a paused subscription holds the claim (seconds): longer
 # than an attempt can take, so a crashed probe frees it for the next delivery.
 PROBE_WINDOW_SECONDS = 60
@@ -257,6 +263,7 @@ def _request_complete(request: SubscriptionRequest, state: str, reason: str, sta
     # The secret is only needed until the subscription holds it.
     request.secret = ""
     request.save(update_fields=["state", "reason", "response_status", "completed_at", "secret", "updated_at"])
+    metrics.verification_outcome(state)
 
 
 def subscription_delete(*, subscription: Subscription) -> None:
@@ -290,6 +297,7 @@ def notification_publish(*, topic: str, content: bytes, content_type: str) -> No
         notification_id = notification.pk
         transaction.on_commit(lambda: _send_spread(notification_id), robust=True)
     logger.info("notification %s published on %s (%s bytes)", notification_id, topic, len(content))
+    metrics.notification_accepted()
     return notification
 
 
@@ -462,11 +470,14 @@ class Reschedule:
     """The deliver task must run again in `countdown` seconds.
 
     `retry` is true when an attempt was made (the subscriber asked to wait with
-    Retry-After) and false when the rate limit deferred it before any attempt.
+    Retry-After, or the subscription paused) and false when the rate limit or
+    the cap on requests in flight deferred it before any attempt; `reserved`
+    says whether the run after the wait already holds its rate-limit slot.
     """
 
     countdown: float
     retry: bool
+    reserved: bool = False
 
 
 def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule | None:
@@ -489,6 +500,7 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
         reason = "subscription ended before delivery" if subscription is None else "subscription lease expired"
         _delivery_update(delivery_id, status=Delivery.Status.CANCELLED, last_error=reason)
         logger.info("delivery %s cancelled: %s", delivery_id, reason)
+        metrics.delivery_outcome("cancelled")
         return None
 
     probing = False
@@ -501,8 +513,35 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
             parked_until = max(fresh or now, now + timedelta(seconds=1))
             _delivery_update(delivery_id, due_at=parked_until)
             logger.info("delivery %s parked: subscription %s is paused", delivery_id, subscription.pk)
+            metrics.delivery_outcome("parked")
             return None
 
+    # At most HUB_CALLBACK_MAX_IN_FLIGHT requests to one callback at once, so a
+    # hanging subscriber holds a few worker threads, not the pool.
+    lease = settings.HUB_HTTP_CONNECT_TIMEOUT + settings.HUB_HTTP_READ_TIMEOUT + IN_FLIGHT_LEASE_MARGIN
+    place, wait = ratelimit.in_flight_acquire(row.callback, settings.HUB_CALLBACK_MAX_IN_FLIGHT, lease)
+    if place is None:
+        # A callback that has been failing is most likely holding its places until
+        # the timeout: look again after about that long instead of every second.
+        recheck = settings.HUB_HTTP_READ_TIMEOUT if subscription.consecutive_failures else IN_FLIGHT_RECHECK_SECONDS
+        wait = min(wait, recheck) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+        _delivery_update(delivery_id, due_at=now + timedelta(seconds=wait))
+        if probing:
+            _probe_release(subscription)
+        logger.info("delivery %s deferred %.2fs: callback has requests in flight", delivery_id, wait)
+        metrics.delivery_outcome("rate_limited")
+        return Reschedule(countdown=wait, retry=False, reserved=reserved)
+    try:
+        return _delivery_send(row, subscription, reserved=reserved, probing=probing, now=now)
+    finally:
+        ratelimit.in_flight_release(row.callback, place)
+
+
+def _delivery_send(
+    row: Delivery, subscription: Subscription, *, reserved: bool, probing: bool, now: datetime
+) -> Reschedule | None:
+    """Rate limit, POST and record one attempt (the caller holds a place among the requests in flight)."""
+    delivery_id = row.pk
     if not reserved:
         rate = subscription_rate(subscription)
         wait = ratelimit.reserve(row.callback, rate) if rate else 0.0
@@ -511,7 +550,8 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
             if probing:
                 _probe_release(subscription)
             logger.info("delivery %s deferred %.2fs by the rate limit %s", delivery_id, wait, rate)
-            return Reschedule(countdown=wait, retry=False)
+            metrics.delivery_outcome("rate_limited")
+            return Reschedule(countdown=wait, retry=False, reserved=True)
 
     payload = notification_payload(row.notification_id)
     if payload is None:  # the notification was deleted with its deliveries
@@ -530,6 +570,7 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
     started = timezone.now()
     clock = time.monotonic()
     result = delivery.post(row.callback, body, request_headers)
+    metrics.delivery_attempted(time.monotonic() - clock)
     duration_ms = int((time.monotonic() - clock) * 1000)
     done = timezone.now()
     common = {"attempts": F("attempts") + 1, "last_status_code": result.status_code, "last_attempt_at": done}
@@ -547,6 +588,7 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
     if result.outcome is delivery.Outcome.DELIVERED:
         _delivery_update(delivery_id, status=Delivery.Status.DELIVERED, delivered_at=done, last_error="", **common)
         logger.info("delivery %s of notification %s to subscription %s: attempt %s delivered (%s, %sms)", *log_args)
+        metrics.delivery_delivered(notification_id=row.notification_id, delivered_at=done)
         if probing or subscription.consecutive_failures:
             _subscription_succeeded(subscription, resumed=probing)
         return None
@@ -557,6 +599,7 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
         )
         Subscription.objects.filter(pk=subscription.pk).delete()
         logger.info("delivery %s of notification %s to subscription %s: attempt %s gone (%s, %sms)", *log_args)
+        metrics.delivery_outcome("gone")
         return None
 
     paused_until = _subscription_failed(subscription, result.error, probing=probing, now=done)
@@ -565,6 +608,7 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
         logger.warning(
             "delivery %s of notification %s to subscription %s: attempt %s failed for good (%s, %sms)", *log_args
         )
+        metrics.delivery_outcome("failed")
         return None
     if paused_until is not None:
         # The subscription is paused: this delivery's next attempt is the probe
@@ -576,6 +620,7 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
             *log_args,
             wait,
         )
+        metrics.delivery_outcome("retried")
         return Reschedule(countdown=wait, retry=True)
     if result.retry_after is not None:
         wait = max(retry_delay_max(row.attempts), min(result.retry_after, settings.HUB_RETRY_AFTER_MAX))
@@ -585,10 +630,12 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
             *log_args,
             wait,
         )
+        metrics.delivery_outcome("retried")
         return Reschedule(countdown=wait, retry=True)
     due = done + timedelta(seconds=retry_delay_max(row.attempts))
     _delivery_update(delivery_id, last_error=result.error[:500], due_at=due, **common)
     logger.info("delivery %s of notification %s to subscription %s: attempt %s failed (%s, %sms), retrying", *log_args)
+    metrics.delivery_outcome("retried")
     raise DeliveryFailed(result.error)
 
 

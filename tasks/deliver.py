@@ -35,9 +35,10 @@ def deliver(self, *, delivery_id: int, reserved: bool = False) -> None:
     if step.retry:
         # The subscriber asked for a pause (Retry-After): a retry at that time.
         raise self.retry(countdown=step.countdown, queue=services.RETRY_QUEUE)
+    # Deferred before any attempt (rate limit or requests in flight): the same attempt later.
     celery_app.send_task(
         "hub.deliver",
-        kwargs={"delivery_id": delivery_id, "reserved": True},
+        kwargs={"delivery_id": delivery_id, "reserved": step.reserved},
         countdown=step.countdown,
         retries=self.request.retries,
         queue=services.RETRY_QUEUE if self.request.retries else services.DELIVER_QUEUE,

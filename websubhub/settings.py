@@ -279,8 +279,13 @@ HUB_CALLBACK_RATE_LIMIT = env.str("HUB_CALLBACK_RATE_LIMIT", default="100/10s")
 # Circuit breaker: this many consecutive failed attempts pause a subscription
 # (0 never pauses); after the cool-down (seconds) one delivery probes it, and the
 # first success resumes it and sends what waited.
-HUB_CALLBACK_FAILURE_PAUSE = env.int("HUB_CALLBACK_FAILURE_PAUSE", default=20)
-HUB_CALLBACK_PAUSE_COOLDOWN = env.int("HUB_CALLBACK_PAUSE_COOLDOWN", default=300)
+HUB_CALLBACK_FAILURE_PAUSE = env.int("HUB_CALLBACK_FAILURE_PAUSE", default=5)
+HUB_CALLBACK_PAUSE_COOLDOWN = env.int("HUB_CALLBACK_PAUSE_COOLDOWN", default=60)
+
+# At most this many requests in flight to one callback at once, across every
+# worker (needs Redis; 0 = no cap): a subscriber that hangs until the timeout
+# holds this many worker threads at most.
+HUB_CALLBACK_MAX_IN_FLIGHT = env.int("HUB_CALLBACK_MAX_IN_FLIGHT", default=4)
 
 # Celery's own rate_limit on the deliver task ("100/s", "10/m"), per worker
 # process. Unset by default: under a backlog it collapses to about one task a

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from subscriptions import health
+from subscriptions import health, metrics
 from subscriptions.hub import hub_endpoint
 
 urlpatterns = [
@@ -15,6 +15,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
 ]
 
 handler404 = "subscriptions.api.errors.not_found"

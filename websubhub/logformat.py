@@ -1,0 +1,41 @@
+"""JSON log lines (HUB_LOG_FORMAT=json): one object per record, for log shippers that parse fields.
+
+Named logformat, not logging, so that `import logging` inside this package
+still finds the standard library.
+"""
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`
+# (or a library such as Celery's task formatter) and is written as a field.
+_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """{"time", "level", "logger", "message", extras..., "exception"?}: one line of JSON per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRIBUTES and key not in entry and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        # default=str: an extra that JSON cannot hold (a datetime, a UUID) is written as text.
+        return json.dumps(entry, ensure_ascii=False, default=str)
