@@ -183,7 +183,7 @@ class ExpiryFilter(admin.SimpleListFilter):
 class SubscriptionAdminForm(forms.ModelForm):
     class Meta:
         model = Subscription
-        fields = ["rate_limit"]
+        fields = ["rate_limit", "standard_webhooks"]
 
     def clean_rate_limit(self) -> str:
         value = (self.cleaned_data.get("rate_limit") or "").strip()
@@ -224,6 +224,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
                 "fields": [
                     "secret_set",
                     "rate_limit",
+                    "standard_webhooks",
                     "figures",
                     "last_success",
                     "last_failure",
@@ -233,7 +234,12 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         ),
         ("Recent deliveries", {"fields": ["recent_deliveries"]}),
     ]
-    readonly_fields = [field for _, options in fieldsets for field in options["fields"] if field != "rate_limit"]
+    readonly_fields = [
+        field
+        for _, options in fieldsets
+        for field in options["fields"]
+        if field not in ("rate_limit", "standard_webhooks")
+    ]
     actions = ["retry_failed", "pause", "resume", "expire_now"]
     # The actions the change page offers as buttons (the same methods as the list's actions).
     object_actions = {
@@ -343,12 +349,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Expire the selected subscriptions now", permissions=["change"])
     def expire_now(self, request: HttpRequest, queryset: QuerySet) -> None:
-        # Ending the lease is all it takes: spread matches only live subscriptions,
-        # a pending delivery to an expired one is cancelled, and the next expiry
-        # run (subscriptions_expire) removes the row. No service writes expires_at
-        # on its own yet, so this plain update stands in for one.
-        now = timezone.now()
-        count = Subscription.objects.filter(pk__in=queryset.values("pk")).update(expires_at=now, updated_at=now)
+        count = services.subscriptions_expire_now(subscriptions=queryset)
         self.message_user(
             request, f"{count} subscriptions expired; the next expiry run removes them.", messages.SUCCESS
         )
@@ -364,7 +365,9 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         return HttpResponseRedirect(reverse("admin:subscriptions_subscription_change", args=[subscription.pk]))
 
     def save_model(self, request: HttpRequest, obj: Subscription, form: object, change: bool) -> None:
-        services.subscription_set_rate_limit(subscription=obj, rate_limit=obj.rate_limit)
+        services.subscription_update(
+            subscription=obj, rate_limit=obj.rate_limit, standard_webhooks=obj.standard_webhooks
+        )
 
 
 @admin.register(SubscriptionRequest)

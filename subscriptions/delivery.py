@@ -1,8 +1,11 @@
 """What a delivery sends and how its answer is read (WebSub §7): pure HTTP, no ORM."""
 
+import base64
+import binascii
 import enum
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -40,10 +43,40 @@ def link_header(hub_url: str, topic: str) -> str:
     return f'<{hub_url}>; rel="hub", <{topic}>; rel="self"'
 
 
+def standard_webhooks_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks signature: a `whsec_<base64>` secret decoded, any other as UTF-8."""
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except binascii.Error:
+            pass
+    return secret.encode("utf-8")
+
+
+def standard_webhooks_signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """`webhook-signature` of the Standard Webhooks spec: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(standard_webhooks_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
 def headers(
-    *, content_type: str, hub_url: str, topic: str, delivery_id: str, body: bytes, secret: str, algorithm: str
+    *,
+    content_type: str,
+    hub_url: str,
+    topic: str,
+    delivery_id: str,
+    body: bytes,
+    secret: str,
+    algorithm: str,
+    standard_webhooks: bool = False,
+    timestamp: int | None = None,
 ) -> dict[str, str]:
-    """Headers of one delivery POST; X-Hub-Signature only when there is a secret."""
+    """Headers of one delivery POST; X-Hub-Signature only when there is a secret.
+
+    With `standard_webhooks`, also `webhook-id`, `webhook-timestamp` and (with a
+    secret) `webhook-signature`, for subscribers that verify that format.
+    """
     out = {
         "Content-Type": content_type,
         "Link": link_header(hub_url, topic),
@@ -51,6 +84,12 @@ def headers(
     }
     if secret:
         out["X-Hub-Signature"] = signature(secret, body, algorithm)
+    if standard_webhooks:
+        sent_at = int(time.time()) if timestamp is None else timestamp
+        out["webhook-id"] = delivery_id
+        out["webhook-timestamp"] = str(sent_at)
+        if secret:
+            out["webhook-signature"] = standard_webhooks_signature(secret, delivery_id, sent_at, body)
     return out
 
 

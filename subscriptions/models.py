@@ -42,6 +42,9 @@ class Subscription(TimeStamped):
         default="",
         help_text='deliveries per window to this callback, like "100/10s"; empty uses HUB_CALLBACK_RATE_LIMIT',
     )
+    standard_webhooks = models.BooleanField(
+        default=False, help_text="also send webhook-id, webhook-timestamp and webhook-signature (standardwebhooks.com)"
+    )
     # Circuit breaker: consecutive failed attempts pause the subscription; after
     # `resume_after` one delivery probes the callback, and a success resumes it.
     consecutive_failures = models.PositiveIntegerField(default=0)
@@ -57,7 +60,10 @@ class Subscription(TimeStamped):
             # Also the index spread uses: `topic_key IN (...)`.
             models.UniqueConstraint(fields=["topic_key", "callback"], name="subscription_unique_topic_callback"),
         ]
-        indexes = [models.Index(fields=["expires_at"], name="subscription_expires_at")]
+        indexes = [
+            models.Index(fields=["expires_at"], name="subscription_expires_at"),
+            models.Index(fields=["state"], condition=Q(state="paused"), name="subscription_paused"),
+        ]
         ordering = ["-id"]
 
     def __str__(self) -> str:
@@ -159,6 +165,10 @@ class Delivery(TimeStamped):
             models.Index(fields=["subscription", "-delivered_at"], name="delivery_subscription_success"),
             models.Index(fields=["due_at"], condition=Q(status="pending"), name="delivery_pending_due"),
             models.Index(fields=["status", "-last_attempt_at"], name="delivery_status_attempted"),
+            # The admin's newest-first lists: all, by status, of a subscription, of a notification.
+            models.Index(fields=["status", "-id"], name="delivery_status_recent"),
+            models.Index(fields=["subscription", "-id"], name="delivery_subscription_recent"),
+            models.Index(fields=["notification", "id"], name="delivery_notification_order"),
         ]
         ordering = ["-id"]
         verbose_name_plural = "deliveries"

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from subscriptions import delivery, http, metrics, netguard, ratelimit, verification
@@ -48,6 +48,9 @@ RETRY_QUEUE = "hub.deliver.retry"
 # within this many seconds.
 IN_FLIGHT_LEASE_MARGIN = 5.0
 IN_FLIGHT_RECHECK_SECONDS = 1.0
+# How often deliveries parked behind an operator's pause look again (seconds);
+# a resume sends them at once.
+OPERATOR_PAUSE_RECHECK_SECONDS = 3600
 # How long one probe of a paused subscription holds the claim (seconds): longer
 # than an attempt can take, so a crashed probe frees it for the next delivery.
 PROBE_WINDOW_SECONDS = 60
@@ -510,7 +513,10 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
             # Another run holds the probe, or the cool-down is on: wait for its end
             # (read afresh, since a probe moves it); a resume releases this delivery.
             fresh = Subscription.objects.filter(pk=subscription.pk).values_list("resume_after", flat=True).first()
-            parked_until = max(fresh or now, now + timedelta(seconds=1))
+            # Paused by an operator (no probe time): look again in a while; a resume releases it sooner.
+            parked_until = max(
+                fresh or now + timedelta(seconds=OPERATOR_PAUSE_RECHECK_SECONDS), now + timedelta(seconds=1)
+            )
             _delivery_update(delivery_id, due_at=parked_until)
             logger.info("delivery %s parked: subscription %s is paused", delivery_id, subscription.pk)
             metrics.delivery_outcome("parked")
@@ -565,6 +571,7 @@ def _delivery_send(
         body=body,
         secret=subscription.secret,
         algorithm=settings.HUB_SIGNATURE_ALGORITHM,
+        standard_webhooks=subscription.standard_webhooks,
     )
     attempt = row.attempts + 1
     started = timezone.now()
@@ -655,11 +662,15 @@ def subscription_rate(subscription: Subscription) -> ratelimit.Rate | None:
 
 
 def _probe_claim(subscription: Subscription, now: datetime) -> bool:
-    """Whether this run is the one probe of a paused subscription whose cool-down is over."""
-    if subscription.resume_after is not None and subscription.resume_after > now:
+    """Whether this run is the one probe of a paused subscription whose cool-down is over.
+
+    A subscription paused by an operator has no `resume_after`: it is never
+    probed, and waits for a resume.
+    """
+    if subscription.resume_after is None or subscription.resume_after > now:
         return False
     claimed = Subscription.objects.filter(
-        Q(resume_after__isnull=True) | Q(resume_after__lte=now), pk=subscription.pk, state=Subscription.State.PAUSED
+        pk=subscription.pk, state=Subscription.State.PAUSED, resume_after__lte=now
     ).update(resume_after=now + timedelta(seconds=PROBE_WINDOW_SECONDS))
     return claimed == 1
 
@@ -712,27 +723,40 @@ def _subscription_failed(subscription: Subscription, error: str, *, probing: boo
     return None
 
 
-def subscription_set_rate_limit(*, subscription: Subscription, rate_limit: str) -> None:
-    """Set a subscription's own rate limit ("" for the default); raises HubError when unreadable."""
-    rate_limit = (rate_limit or "").strip()
-    if rate_limit:
-        try:
-            ratelimit.parse_rate(rate_limit)
-        except ratelimit.InvalidRate as exc:
-            raise HubError(str(exc)) from None
-    Subscription.objects.filter(pk=subscription.pk).update(rate_limit=rate_limit, updated_at=timezone.now())
-    subscription.rate_limit = rate_limit
+def subscription_update(
+    *, subscription: Subscription, rate_limit: str | None = None, standard_webhooks: bool | None = None
+) -> None:
+    """Set what operators may change: the subscription's own rate limit ("" for the default) and
+    whether deliveries carry Standard Webhooks headers. Raises HubError on an unreadable rate."""
+    fields: dict[str, object] = {}
+    if rate_limit is not None:
+        rate_limit = rate_limit.strip()
+        if rate_limit:
+            try:
+                ratelimit.parse_rate(rate_limit)
+            except ratelimit.InvalidRate as exc:
+                raise HubError(str(exc)) from None
+        fields["rate_limit"] = rate_limit
+    if standard_webhooks is not None:
+        fields["standard_webhooks"] = standard_webhooks
+    if fields:
+        Subscription.objects.filter(pk=subscription.pk).update(updated_at=timezone.now(), **fields)
+        for name, value in fields.items():
+            setattr(subscription, name, value)
 
 
 def subscription_pause(*, subscription: Subscription, reason: str = "paused by an operator") -> None:
+    """Hold every delivery of the subscription until an operator resumes it (no probe; nothing is dropped)."""
     now = timezone.now()
     Subscription.objects.filter(pk=subscription.pk).update(
-        state=Subscription.State.PAUSED,
-        paused_at=now,
-        pause_reason=reason[:500],
-        resume_after=now + timedelta(seconds=settings.HUB_CALLBACK_PAUSE_COOLDOWN),
-        updated_at=now,
+        state=Subscription.State.PAUSED, paused_at=now, pause_reason=reason[:500], resume_after=None, updated_at=now
     )
+
+
+def subscriptions_expire_now(*, subscriptions: QuerySet[Subscription]) -> int:
+    """End the leases at once: they receive nothing more, and the next expiry run removes them; returns how many."""
+    now = timezone.now()
+    return Subscription.objects.filter(pk__in=subscriptions.values("pk")).update(expires_at=now, updated_at=now)
 
 
 def subscription_resume(*, subscription: Subscription) -> int:

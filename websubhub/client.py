@@ -15,8 +15,12 @@ Django. Typical use in a callback handler::
     # Answer 2xx either way (§7.1 allows it), so a forger learns nothing.
 """
 
+import base64
+import binascii
+import contextlib
 import hashlib
 import hmac
+import time
 from collections.abc import Collection, Iterable, Mapping
 
 __all__ = [
@@ -59,6 +63,46 @@ def verify_signature(secret: str | bytes, body: bytes, header: str | None) -> bo
     key = secret.encode("utf-8") if isinstance(secret, str) else secret
     expected = hmac.new(key, body, hash_function).hexdigest()
     return hmac.compare_digest(expected, digest)
+
+
+# Standard Webhooks: how old (or how far in the future) a delivery's timestamp
+# may be before it is refused as a replay, in seconds.
+STANDARD_WEBHOOKS_TOLERANCE = 300
+
+
+def verify_standard_webhook(
+    secret: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    tolerance: int = STANDARD_WEBHOOKS_TOLERANCE,
+    now: float | None = None,
+) -> bool:
+    """Check `webhook-id`/`webhook-timestamp`/`webhook-signature` (standardwebhooks.com), in constant time.
+
+    For subscriptions where the hub operator switched Standard Webhooks on. The
+    key is the secret given as hub.secret: base64-decoded when it has the
+    `whsec_` prefix, else its UTF-8 bytes. Header names are matched without case.
+    """
+    lowered = {name.lower(): value for name, value in headers.items()}
+    message_id = lowered.get("webhook-id")
+    stamp = lowered.get("webhook-timestamp", "")
+    signatures = lowered.get("webhook-signature", "")
+    if not message_id or not stamp.isascii() or not stamp.isdigit() or not signatures:
+        return False
+    if abs((time.time() if now is None else now) - int(stamp)) > tolerance:
+        return False
+    key = secret.encode("utf-8")
+    if secret.startswith("whsec_"):
+        with contextlib.suppress(binascii.Error):
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    digest = hmac.new(key, f"{message_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
+    expected = base64.b64encode(digest)
+    for candidate in signatures.split():
+        version, _, value = candidate.partition(",")
+        if version == "v1" and value.isascii() and hmac.compare_digest(value.encode("ascii"), expected):
+            return True
+    return False
 
 
 def challenge_response(

@@ -299,7 +299,7 @@ HUB_DELIVERY_RATE_LIMIT = env.str("HUB_DELIVERY_RATE_LIMIT", default="") or None
 # queue length above which deliveries are not re-sent (the queue likely holds them).
 HUB_EXPIRE_INTERVAL = env.int("HUB_EXPIRE_INTERVAL", default=60)
 HUB_SWEEP_INTERVAL = env.int("HUB_SWEEP_INTERVAL", default=60)
-HUB_SWEEP_GRACE_SECONDS = env.int("HUB_SWEEP_GRACE_SECONDS", default=600)
+HUB_SWEEP_GRACE_SECONDS = env.int("HUB_SWEEP_GRACE_SECONDS", default=120)
 HUB_SWEEP_MAX_QUEUE = env.int("HUB_SWEEP_MAX_QUEUE", default=1_000)
 
 # --- Celery --------------------------------------------------------------------

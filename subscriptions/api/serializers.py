@@ -87,6 +87,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "expires_at",
             "has_secret",
             "rate_limit",
+            "standard_webhooks",
             "consecutive_failures",
             "last_failure_at",
             "last_failure_reason",
@@ -96,7 +97,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
-        read_only_fields = [name for name in fields if name != "rate_limit"]
+        read_only_fields = [name for name in fields if name not in ("rate_limit", "standard_webhooks")]
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()

@@ -138,13 +138,13 @@ class SubscriptionListCreate(generics.ListAPIView):
     get=extend_schema(tags=["subscriptions"], responses={200: serializers.SubscriptionSerializer, **errors(404)}),
     patch=extend_schema(
         tags=["subscriptions"],
-        summary="Set the subscription's rate limit",
+        summary="Set the subscription's rate limit and Standard Webhooks headers",
         responses={200: serializers.SubscriptionSerializer, **errors(400, 404)},
     ),
     delete=extend_schema(tags=["subscriptions"], responses={204: None, **errors(404)}),
 )
 class SubscriptionDetail(generics.RetrieveUpdateDestroyAPIView):
-    """GET, PATCH (only `rate_limit`) and DELETE one subscription."""
+    """GET, PATCH (`rate_limit`, `standard_webhooks`) and DELETE one subscription."""
 
     permission_classes = [CanManage]
 
@@ -153,10 +153,12 @@ class SubscriptionDetail(generics.RetrieveUpdateDestroyAPIView):
     http_method_names = ["get", "patch", "delete", "head", "options"]
 
     def perform_update(self, serializer: serializers.SubscriptionSerializer) -> None:
-        services.subscription_set_rate_limit(
+        services.subscription_update(
             subscription=serializer.instance,
-            rate_limit=serializer.validated_data.get("rate_limit", serializer.instance.rate_limit),
+            rate_limit=serializer.validated_data.get("rate_limit"),
+            standard_webhooks=serializer.validated_data.get("standard_webhooks"),
         )
+        serializer.instance.refresh_from_db()
 
     def perform_destroy(self, instance: Subscription) -> None:
         services.subscription_delete(subscription=instance)
