@@ -27,4 +27,4 @@ RUN DJANGO_SECRET_KEY=collectstatic-build-only-not-secret python manage.py colle
 USER hub
 
 EXPOSE 8000
-CMD ["gunicorn", "websubhub.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-"]
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "websubhub.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-"]

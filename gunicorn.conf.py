@@ -5,6 +5,12 @@ Bind address and worker count stay on the command line.
 
 import os
 
+# Threads per web worker: a request spends much of its time waiting on
+# PostgreSQL and Redis, so each worker process serves several at once
+# (bench/RESULTS.md, scenario 5). HUB_WEB_THREADS=1 gives the plain sync worker.
+threads = int(os.environ.get("HUB_WEB_THREADS", "4"))
+worker_class = "gthread" if threads > 1 else "sync"
+
 # Gunicorn's own lines (its error log and the access log) in the hub's format:
 # with HUB_LOG_FORMAT=json, one JSON object per line like Django's.
 if os.environ.get("HUB_LOG_FORMAT", "plain").lower() == "json":

@@ -372,6 +372,8 @@ class Bench:
             PY,
             "-m",
             "gunicorn",
+            "-c",
+            "gunicorn.conf.py",
             "websubhub.wsgi:application",
             "--bind",
             f"127.0.0.1:{port}",
@@ -706,7 +708,7 @@ class Bench:
         latencies = [r[3] - r[2] for r in accepted]
         self.row(
             "5 publish",
-            f"{n} POSTs, {c} concurrent, gunicorn {self.args.web_workers} sync workers, no worker running",
+            f"{n} POSTs, {c} concurrent, gunicorn {self.args.web_workers} workers x 4 threads, no worker running",
             f"{rate:,.0f} accepted/s; p50/p99 {percentile(latencies, 50) * 1000:.0f}/"
             f"{percentile(latencies, 99) * 1000:.0f} ms; refused {len(results) - len(accepted)}"
             f"{' ' + str(dict(Counter(r[1] for r in results if r[1] != 202))) if len(results) > len(accepted) else ''}",
@@ -883,7 +885,7 @@ def main() -> None:
     parser.add_argument("--hang-timeout", type=float, default=2.0, help="HUB_HTTP_READ_TIMEOUT in isolation")
     parser.add_argument("--embedded-subscribers", type=int, default=None)
     parser.add_argument("--embedded-notifications", type=int, default=None)
-    parser.add_argument("--embedded-pool", default="prefork:4")
+    parser.add_argument("--embedded-pool", default="threads:4")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--worker-loglevel", default="WARNING")
     parser.add_argument("--hub-log-level", default="INFO", help="HUB_LOG_LEVEL of web and workers (project default)")

@@ -39,11 +39,12 @@ from subscriptions.models import Notification, Subscription
 logger = logging.getLogger(__name__)
 
 if not values.ValueClass._multiprocess:
-    # Something imported prometheus_client before settings set the variable:
-    # each process would count alone and /metrics would miss the workers.
-    raise RuntimeError(
-        "prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set; "
-        "import it only after Django's settings are loaded (see websubhub/settings.py)"
+    # Something imported prometheus_client before settings set the variable
+    # (Flower does, for its own metrics): this process counts alone, and its
+    # counts do not reach /metrics. Harmless for a process that delivers nothing.
+    logger.warning(
+        "prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set: this process's hub metrics "
+        "stay local (set PROMETHEUS_MULTIPROC_DIR in its environment to include them)"
     )
 
 PREFIX = "websubhub_"
