@@ -41,5 +41,15 @@ class Command(BaseCommand):
         if options["dry_run"]:
             self.stdout.write(f"{deliveries.count()} failed deliveries would be sent again")
             return
-        count = services.deliveries_replay(deliveries)
+        show = self.stderr.isatty()
+
+        def progress(done: int, total: int) -> None:
+            if show:
+                width = 30
+                filled = width * done // max(total, 1)
+                self.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", ending="")
+
+        count = services.deliveries_replay(deliveries, progress=progress)
+        if show and count:
+            self.stderr.write("")
         self.stdout.write(self.style.SUCCESS(f"{count} failed deliveries sent again"))
