@@ -33,7 +33,7 @@ from subscriptions.models import (
     SubscriptionRequest,
 )
 from subscriptions.selectors import notification_payload, subscriptions_matching
-from subscriptions.topics import InvalidTopic, publish_keys, subscription_key
+from subscriptions.topics import InvalidTopic, has_space_or_control, publish_keys, subscription_key
 from websubhub.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def callback_validate(callback: str) -> None:
         raise HubError("hub.callback is empty")
     if len(callback) > MAX_CALLBACK_LENGTH:
         raise HubError(f"hub.callback is longer than {MAX_CALLBACK_LENGTH} characters")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in callback):
+    if has_space_or_control(callback):
         raise HubError("hub.callback contains whitespace or control characters")
     try:
         parts = urlsplit(callback)
@@ -527,16 +527,25 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
 
     # At most HUB_CALLBACK_MAX_IN_FLIGHT requests to one callback at once, so a
     # hanging subscriber holds a few worker threads, not the pool.
+    # A callback whose last attempts failed (often: hung until the timeout) gets
+    # one request at a time until it answers again.
     lease = settings.HUB_HTTP_CONNECT_TIMEOUT + settings.HUB_HTTP_READ_TIMEOUT + IN_FLIGHT_LEASE_MARGIN
-    place, wait = ratelimit.in_flight_acquire(row.callback, settings.HUB_CALLBACK_MAX_IN_FLIGHT, lease)
+    cap = settings.HUB_CALLBACK_MAX_IN_FLIGHT
+    if cap > 0 and subscription.consecutive_failures:
+        cap = 1
+    place, wait = ratelimit.in_flight_acquire(row.callback, cap, lease)
     if place is None:
-        # A callback that has been failing is most likely holding its places until
-        # the timeout: look again after about that long instead of every second.
-        recheck = settings.HUB_HTTP_READ_TIMEOUT if subscription.consecutive_failures else IN_FLIGHT_RECHECK_SECONDS
-        wait = min(wait, recheck) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
-        _delivery_update(delivery_id, due_at=now + timedelta(seconds=wait))
         if probing:
             _probe_release(subscription)
+        if subscription.consecutive_failures:
+            # The callback is failing and busy (likely hanging until the timeout):
+            # park instead of asking again and again. Its next success (or a
+            # resume, or the sweeper) sends what waits.
+            _delivery_update(delivery_id, due_at=now + timedelta(seconds=lease))
+            logger.info("delivery %s parked: failing callback has a request in flight", delivery_id)
+            metrics.delivery_outcome("parked")
+            return None
+        wait = min(wait, IN_FLIGHT_RECHECK_SECONDS) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
         logger.info("delivery %s deferred %.2fs: callback has requests in flight", delivery_id, wait)
         metrics.delivery_outcome("rate_limited")
         return Reschedule(countdown=wait, retry=False, reserved=reserved)
@@ -684,12 +693,13 @@ def _probe_release(subscription: Subscription) -> None:
 
 
 def _subscription_succeeded(subscription: Subscription, *, resumed: bool) -> None:
+    """The callback answered after failures: reset the count and send what waited for it."""
     Subscription.objects.filter(pk=subscription.pk).update(
         consecutive_failures=0, state=Subscription.State.ACTIVE, resume_after=None, updated_at=timezone.now()
     )
     if resumed:
         logger.info("subscription %s resumed: the probe was delivered", subscription.pk)
-        subscription_release_parked(subscription_id=subscription.pk)
+    subscription_release_parked(subscription_id=subscription.pk)
 
 
 def _subscription_failed(subscription: Subscription, error: str, *, probing: bool, now: datetime) -> datetime | None:

@@ -27,12 +27,17 @@ def is_url_topic(topic: str) -> bool:
     return topic[:8].lower().startswith(("http://", "https://"))
 
 
+def has_space_or_control(text: str) -> bool:
+    """Whether text holds whitespace or a control character (never valid in a topic or a callback)."""
+    return any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text)
+
+
 def _check_common(topic: str) -> None:
     if not topic:
         raise InvalidTopic("hub.topic is empty")
     if len(topic) > MAX_TOPIC_LENGTH:
         raise InvalidTopic(f"hub.topic is longer than {MAX_TOPIC_LENGTH} characters")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in topic):
+    if has_space_or_control(topic):
         raise InvalidTopic("hub.topic contains whitespace or control characters")
 
 

@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from subscriptions.models import Notification, SubscriptionRequest
+from subscriptions.models import Notification, Subscription, SubscriptionRequest
 from tests.auth import api_client
 from tests.factories import DeliveryFactory, SubscriptionFactory
 from websubhub.celery import app as celery_app
@@ -313,3 +313,27 @@ def test_check_deploy_passes_with_a_production_environment() -> None:
     }
     result = _manage("check", "--deploy", "--fail-level", "WARNING", env=production)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_logs_never_contain_a_subscription_secret(caplog, no_broker) -> None:
+    # given a subscriber that answers verification and deliveries on 127.0.0.1
+    from subscriptions import services
+    from tests.subscriber import Subscriber
+
+    server = Subscriber()
+    try:
+        caplog.set_level("DEBUG")
+        # when it subscribes with a secret, is verified, and receives a signed delivery
+        request = services.subscription_request(
+            mode="subscribe", topic="secret.logs", callback=server.url("/cb?token=query-secret"), secret=SECRET
+        )
+        services.subscription_verify(request_id=request.pk)
+        subscription = Subscription.objects.get()
+        DeliveryFactory(subscription=subscription, notification__topic="secret.logs")
+        services.delivery_attempt(delivery_id=subscription.deliveries.get().pk)
+    finally:
+        server.close()
+    # then no log line carries the secret, nor the callback's query string
+    assert server.deliveries("/cb")[0].headers["X-Hub-Signature"].startswith("sha256=")
+    assert SECRET not in caplog.text
+    assert "query-secret" not in caplog.text

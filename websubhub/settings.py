@@ -403,6 +403,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("HUB_LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # At DEBUG, urllib3 would log every callback URL with its query string,
+        # which may carry a subscriber's credentials.
+        "urllib3": {"level": "WARNING"},
         # Django's own handlers (DEBUG's console, runserver's) would print a second,
         # plain line: everything goes through the root's one handler.
         "django": {"handlers": [], "propagate": True},
