@@ -64,6 +64,8 @@ class WorkerProcess:
     def __init__(self, database_url: str, log_dir: Path) -> None:
         self.log_path = log_dir / "worker.log"
         self.env = {**os.environ, **WORKER_ENV, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+        # The test process's settings exported this; a real worker starts without it.
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.schedule = log_dir / "celerybeat-schedule"
         self.process: subprocess.Popen[bytes] | None = None
 

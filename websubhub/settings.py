@@ -7,6 +7,7 @@ SQLite and Celery's filesystem transport under ./var, so it needs no service.
 
 import os
 import secrets
+import sys
 from pathlib import Path
 
 import environ
@@ -32,6 +33,13 @@ HUB_METRICS_DIR.mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(HUB_METRICS_DIR))
 if Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]) != HUB_METRICS_DIR:
     raise ImproperlyConfigured("HUB_METRICS_DIR and PROMETHEUS_MULTIPROC_DIR name different directories: set one")
+if "prometheus_client.values" in sys.modules:
+    # Already imported before these settings: `celery` loads its plugins first,
+    # and Flower's imports prometheus_client. Switch it to multiprocess mode for
+    # every metric created from now on (all of the hub's are).
+    from prometheus_client import values as _prometheus_values
+
+    _prometheus_values.ValueClass = _prometheus_values.get_value_class()
 # When set, GET /metrics (and manage.py hub_metrics_server) need `Authorization: Bearer <token>`.
 HUB_METRICS_TOKEN = env.str("HUB_METRICS_TOKEN", default="")
 
