@@ -35,12 +35,12 @@ def publish(topic: str, content: object) -> int:
 class ExampleSubscriber:
     """examples/subscriber.py in a subprocess, its stdout captured in a file."""
 
-    def __init__(self, log_dir: Path, *args: str) -> None:
-        self.out_path = log_dir / "subscriber.out"
-        self.err_path = log_dir / "subscriber.err"
+    def __init__(self, log_dir: Path, *args: str, port: int = 0) -> None:
+        self.out_path = log_dir / f"subscriber-{port}-{len(list(log_dir.glob('subscriber-*.out')))}.out"
+        self.err_path = self.out_path.with_suffix(".err")
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
             self.process = subprocess.Popen(
-                [sys.executable, str(EXAMPLE), "--port", "0", *args], stdout=out, stderr=err, cwd=log_dir
+                [sys.executable, str(EXAMPLE), "--port", str(port), *args], stdout=out, stderr=err, cwd=log_dir
             )
         first = wait_until(lambda: self._listening(), timeout=15, what="the example subscriber to listen")
         self.url = first.removeprefix("listening on ")
@@ -127,3 +127,36 @@ def test_example_subscriber_acknowledges_a_forged_delivery_and_ignores_it(exampl
     line = wait_until(lambda: next((x for x in example_subscriber.lines() if x.startswith("delivery ")), None))
     assert line.endswith("ignored: missing or wrong X-Hub-Signature")
     assert "forged" not in "\n".join(example_subscriber.lines())
+
+
+def test_walkthrough_unsubscribe_step_works_as_written(hub, example_subscriber: ExampleSubscriber, tmp_path: Path):
+    # given a verified subscription of the example subscriber (README walkthrough, step 2)
+    callback = example_subscriber.url + "cb"
+    port = int(example_subscriber.url.rstrip("/").rsplit(":", 1)[1])
+    request = _request_to_hub(api_client(), mode="subscribe", topic=TOPIC, callback=callback, secret=SECRET)
+    assert request.state == SubscriptionRequest.State.VERIFIED, request.reason
+    # when, as step 7 says: stop it, start it again on the same port with the same secret and
+    # --accept-unsubscribe, then unsubscribe
+    example_subscriber.stop()
+    again = ExampleSubscriber(tmp_path, "--secret", SECRET, "--accept-unsubscribe", port=port)
+    try:
+        assert again.url == example_subscriber.url
+        unsubscribe = _request_to_hub(api_client(), mode="unsubscribe", topic=TOPIC, callback=callback)
+        # then the request is verified, the subscription is gone, and the subscriber printed the line the README shows
+        assert unsubscribe.state == SubscriptionRequest.State.VERIFIED, unsubscribe.reason
+        assert unsubscribe.response_status == 200
+        assert not Subscription.objects.filter(callback=callback).exists()
+        assert f"verification unsubscribe {TOPIC}: confirmed" in again.lines()
+    finally:
+        again.stop()
+
+
+def test_unsubscribe_without_accept_unsubscribe_fails_with_the_reason_the_readme_gives(
+    hub, example_subscriber: ExampleSubscriber
+) -> None:
+    callback = example_subscriber.url + "cb"
+    _request_to_hub(api_client(), mode="subscribe", topic=TOPIC, callback=callback, secret=SECRET)
+    unsubscribe = _request_to_hub(api_client(), mode="unsubscribe", topic=TOPIC, callback=callback)
+    assert unsubscribe.state == SubscriptionRequest.State.FAILED
+    assert "HTTP 404" in unsubscribe.reason
+    assert Subscription.objects.filter(callback=callback).exists()

@@ -297,7 +297,7 @@ HUB_CALLBACK_MAX_IN_FLIGHT = env.int("HUB_CALLBACK_MAX_IN_FLIGHT", default=4)
 
 # Celery's own rate_limit on the deliver task ("100/s", "10/m"), per worker
 # process. Unset by default: under a backlog it collapses to about one task a
-# second (shared/CELERY-FACTS.md, celery/celery#5927). HUB_CALLBACK_RATE_LIMIT
+# second (docs/celery-facts.md, celery/celery#5927). HUB_CALLBACK_RATE_LIMIT
 # is the limit that protects subscribers.
 HUB_DELIVERY_RATE_LIMIT = env.str("HUB_DELIVERY_RATE_LIMIT", default="") or None
 
