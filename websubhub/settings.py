@@ -89,6 +89,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "subscriptions.middleware.RequestSizeLimitMiddleware",
+    # A database that refuses connections gets 503 + Retry-After, not 500.
+    "subscriptions.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
