@@ -72,7 +72,8 @@ def refusing_role(db: None) -> Iterator[str]:
 def _database_url(case: str, role: str) -> str:
     settings = connection.settings_dict
     if case == "too many connections":
-        return f"postgres://{role}@{settings.get('HOST') or '127.0.0.1'}:{settings.get('PORT') or 5432}/{settings['NAME']}"
+        host, port = settings.get("HOST") or "127.0.0.1", settings.get("PORT") or 5432
+        return f"postgres://{role}@{host}:{port}/{settings['NAME']}"
     return f"postgres://postgres@127.0.0.1:{_free_port()}/websubhub"  # nothing listens there
 
 
