@@ -1,4 +1,4 @@
-"""Periodic tasks retry when the database fails them, as spread and deliver do."""
+"""Periodic tasks and verification retry when the database fails them, as spread and deliver do."""
 
 from collections.abc import Callable
 
@@ -6,7 +6,7 @@ import pytest
 from django.db import InterfaceError, OperationalError
 
 from subscriptions import services
-from tasks import periodic
+from tasks import periodic, verify
 
 
 def _failing_once(exc: Exception, result: int) -> tuple[Callable[[], int], list[int]]:
@@ -43,3 +43,20 @@ def test_periodic_task_retries_when_the_database_fails(monkeypatch, task, servic
 def test_periodic_task_retries_are_bounded(task) -> None:
     assert task.max_retries == periodic.PERIODIC_RETRY["max_retries"]
     assert task.retry_backoff_max <= 60
+
+
+def test_verification_retries_when_the_database_fails(monkeypatch) -> None:
+    # given: the database refuses the first run
+    calls: list[int] = []
+
+    def subscription_verify(*, request_id: int) -> None:
+        calls.append(request_id)
+        if len(calls) == 1:
+            raise OperationalError("sorry, too many clients already")
+
+    monkeypatch.setattr(services, "subscription_verify", subscription_verify)
+    # when
+    outcome = verify.verify.apply(kwargs={"request_id": 42})
+    # then
+    assert calls == [42, 42]
+    assert outcome.successful()
