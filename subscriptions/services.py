@@ -35,6 +35,7 @@ from subscriptions.models import (
 from subscriptions.selectors import notification_payload, subscriptions_matching
 from subscriptions.topics import InvalidTopic, has_space_or_control, publish_keys, subscription_key
 from websubhub.celery import app as celery_app
+from websubhub.db import connection_release
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ def subscription_verify(*, request_id: int) -> SubscriptionRequest | None:
     if request.mode == SubscriptionRequest.Mode.SUBSCRIBE:
         reason = topic_denied_reason(request.topic)
         if reason:
+            connection_release()  # not held while the callback answers
             answer = verification.notify_denied(request.callback, request.topic, reason)
             _request_complete(request, SubscriptionRequest.State.DENIED, reason, answer.status_code)
             logger.info("subscription request %s denied: %s", request.pk, reason)
@@ -211,6 +213,7 @@ def subscription_verify(*, request_id: int) -> SubscriptionRequest | None:
     params = {"hub.mode": request.mode, "hub.topic": request.topic, "hub.challenge": challenge}
     if request.mode == SubscriptionRequest.Mode.SUBSCRIBE:
         params["hub.lease_seconds"] = str(request.lease_seconds)
+    connection_release()  # not held while the callback answers
     answer = verification.verify(request.callback, params, challenge)
 
     with transaction.atomic():
@@ -588,6 +591,9 @@ def _delivery_send(
     attempt = row.attempts + 1
     started = timezone.now()
     clock = time.monotonic()
+    # The thread's database connection goes back to the pool while the callback
+    # answers (up to the HTTP timeouts): threads outnumber pooled connections.
+    connection_release()
     result = delivery.post(row.callback, body, request_headers)
     metrics.delivery_attempted(time.monotonic() - clock)
     duration_ms = int((time.monotonic() - clock) * 1000)

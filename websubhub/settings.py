@@ -89,6 +89,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "subscriptions.middleware.RequestSizeLimitMiddleware",
+    # A database that refuses connections gets 503 + Retry-After, not 500.
+    "subscriptions.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -129,10 +131,46 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not memory, so that a Celery worker started by the tests shares it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
+    DATABASE_POOL_MAX_SIZE = 0  # one file, no server connections to bound
 else:
-    # Reuse connections between requests and tasks (seconds).
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    # PostgreSQL allows max_connections (100 by default) for everyone. Each
+    # process keeps a pool of at most DATABASE_POOL_MAX_SIZE connections, whatever
+    # its thread count: a thread borrows one for a request or a task and returns
+    # it when Django closes the connection (end of request, end of task, and
+    # before a delivery or a verification waits on the network). A thread that
+    # finds them all in use waits up to DATABASE_POOL_TIMEOUT seconds, then gets
+    # an OperationalError: 503 on the web, a retry for a task. README, "Database
+    # connections", gives the sizing rule. 0 turns the pool off (for a pooler
+    # such as PgBouncer): each thread then keeps its own connection.
+    # https://docs.djangoproject.com/en/5.2/ref/databases/#connection-pool
+    # The default 4 covers a web process's threads, and a worker's 32 threads
+    # hold one only for the short spells of database work in each task.
+    DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=4)
+    DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=5.0)
+    if DATABASE_POOL_MAX_SIZE < 0:
+        raise ImproperlyConfigured("DATABASE_POOL_MAX_SIZE must be 0 (no pool) or a positive number of connections")
+    if not DATABASE_POOL_TIMEOUT > 0:
+        raise ImproperlyConfigured("DATABASE_POOL_TIMEOUT must be a positive number of seconds")
+    # Seconds a thread keeps its connection between requests and tasks. Django
+    # refuses persistent connections with a pool: the pool is what keeps them.
+    _conn_max_age = env.int("DATABASE_CONN_MAX_AGE", default=0 if DATABASE_POOL_MAX_SIZE else 60)
+    if DATABASE_POOL_MAX_SIZE and _conn_max_age != 0:
+        raise ImproperlyConfigured(
+            "DATABASE_CONN_MAX_AGE must be 0 or unset while the connection pool is on; "
+            "set DATABASE_POOL_MAX_SIZE=0 to keep per-thread connections instead"
+        )
+    DATABASES["default"]["CONN_MAX_AGE"] = _conn_max_age
+    # Without a pool, Django checks a kept connection before reusing it; with one,
+    # the pool checks each connection it lends (one round trip).
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DATABASE_POOL_MAX_SIZE:
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            # One connection stays open while idle (a prefork child, or a quiet web
+            # process, needs no more); the others close after psycopg_pool's max_idle.
+            "min_size": 1,
+            "max_size": DATABASE_POOL_MAX_SIZE,
+            "timeout": DATABASE_POOL_TIMEOUT,
+        }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -356,7 +394,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Celery's Django fixup closes every database connection around every task
 # unless this is set: a new PostgreSQL connection per delivery cost more than
 # the delivery (bench/RESULTS.md). Connections are kept instead, and checked
-# before each task like a web request's (websubhub/celery.py).
+# before each task like a web request's (websubhub/celery.py); with the pool
+# (CONN_MAX_AGE 0) that check hands the connection back after every task. Left
+# set with the pool too: under prefork the fixup would close the whole pool.
 CELERY_DB_REUSE_MAX = 10_000
 # The pool `celery -A websubhub worker` starts with when no -P/-c is given:
 # deliveries wait on the network, so threads (bench/RESULTS.md compares pools).
@@ -411,6 +451,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("HUB_LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # psycopg_pool logs every connection it lends and takes back at INFO.
+        "psycopg.pool": {"level": "WARNING"},
         # At DEBUG, urllib3 would log every callback URL with its query string,
         # which may carry a subscriber's credentials.
         "urllib3": {"level": "WARNING"},
