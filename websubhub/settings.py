@@ -13,6 +13,9 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+# The allow list's parser is the outbound guard's, so the setting and the requests read URLs alike.
+from subscriptions.netguard import url_prefixes
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
@@ -265,8 +268,13 @@ HUB_THROTTLE_PUBLISH = env.str("HUB_THROTTLE_PUBLISH", default="100/s")
 
 # URL prefixes whose topics may be published with hub.mode=publish on /hub
 # (comma-separated; empty allows any topic URL). Pings carry no credentials, so
-# on an open hub anyone can make it fetch and fan out an allowed topic.
-HUB_PUBLISH_ALLOWED_TOPICS = [p for p in env.list("HUB_PUBLISH_ALLOWED_TOPICS", default=[]) if p]
+# on an open hub anyone can make it fetch and fan out an allowed topic. Each
+# entry is parsed here, so a bad one stops the process at start: a topic must
+# have the entry's scheme, host and port exactly and its path segments as a
+# prefix (subscriptions/netguard.py, UrlPrefix).
+HUB_PUBLISH_ALLOWED_TOPICS = url_prefixes(
+    env.list("HUB_PUBLISH_ALLOWED_TOPICS", default=[]), setting="HUB_PUBLISH_ALLOWED_TOPICS"
+)
 
 # Delivery retries: Celery's exponential backoff with full jitter. Retry k (1,
 # 2, ...) waits a random time up to HUB_RETRY_BACKOFF_BASE * 2**(k-1) seconds,
