@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from urllib.parse import urlencode
 
+from axes import admin as axes_admin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
@@ -527,3 +529,16 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def retry(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = services.deliveries_replay(queryset)
         self.message_user(request, f"{count} failed deliveries sent again.", messages.SUCCESS)
+
+
+# django-axes' records of admin logins (README, Security), registered here rather than by axes
+# (AXES_ENABLE_ADMIN = False) so that its action, like every other, names its permission.
+@admin.register(AccessAttempt)
+class AccessAttemptAdmin(axes_admin.AccessAttemptAdmin):
+    @admin.action(description="Clean up expired attempts", permissions=["delete"])
+    def cleanup_expired_attempts(self, request: HttpRequest, queryset: QuerySet) -> None:
+        super().cleanup_expired_attempts(request, queryset)
+
+
+admin.site.register(AccessLog, axes_admin.AccessLogAdmin)
+admin.site.register(AccessFailureLog, axes_admin.AccessFailureLogAdmin)

@@ -10,7 +10,7 @@ import ipaddress
 
 from django.conf import settings
 from django.http import HttpRequest
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 from subscriptions import netguard
 
@@ -52,6 +52,11 @@ class PublishThrottle(PublishByClient):
         user = getattr(request, "user", None)
         ident = f"user-{user.pk}" if user is not None and user.is_authenticated else self.get_ident(request)
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address: the peer's, or X-Forwarded-For's as set by HUB_NUM_PROXIES proxies (DRF's reading)."""
+    return BaseThrottle().get_ident(request)
 
 
 def callback_host(callback: str) -> str:

@@ -5,6 +5,8 @@ writes, and a forged POST of one changes nothing.
 """
 
 import pytest
+from axes.models import AccessAttempt
+from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
@@ -42,14 +44,13 @@ def failed() -> Delivery:
 
 
 def test_every_admin_action_names_its_permissions() -> None:
-    from django.contrib import admin
-
+    # Every model the admin shows (the hub's, auth's, django-axes'), and the site-wide actions.
+    site_actions = [name for name, _ in admin.site.actions]
     for model_admin in admin.site._registry.values():
-        if type(model_admin).__module__ != hub_admin.__name__:
-            continue
-        for name in model_admin.actions or ():
-            action = getattr(model_admin, name)
+        for name in [*(model_admin.actions or ()), *site_actions]:
+            action, _, _ = model_admin.get_action(name)
             assert getattr(action, "allowed_permissions", ()), f"{type(model_admin).__name__}.{name}"
+    assert isinstance(admin.site._registry[AccessAttempt], hub_admin.AccessAttemptAdmin)
 
 
 def test_delivery_retry_is_neither_offered_nor_run_for_a_staff_user_who_may_only_view(

@@ -8,6 +8,7 @@ SQLite and Celery's filesystem transport under ./var, so it needs no service.
 import os
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -87,6 +88,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "subscriptions",
 ]
 
@@ -100,6 +102,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns a login refused by the lockout into its 429 page; last, as django-axes asks.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # Refuses a locked-out username and address before any password is checked (django-axes).
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "websubhub.urls"
@@ -317,6 +327,25 @@ HUB_EXPIRE_INTERVAL = env.int("HUB_EXPIRE_INTERVAL", default=60)
 HUB_SWEEP_INTERVAL = env.int("HUB_SWEEP_INTERVAL", default=60)
 HUB_SWEEP_GRACE_SECONDS = env.int("HUB_SWEEP_GRACE_SECONDS", default=120)
 HUB_SWEEP_MAX_QUEUE = env.int("HUB_SWEEP_MAX_QUEUE", default=1_000)
+
+# Admin login lockout (django-axes, https://django-axes.readthedocs.io/en/latest/4_configuration.html):
+# after HUB_LOGIN_FAILURE_LIMIT failed logins for one username from one client
+# address, that pair is refused (429) for HUB_LOGIN_COOLOFF_MINUTES, 0 meaning
+# until `manage.py axes_reset`. By the pair, so that an attacker elsewhere cannot
+# lock the real operator out. API tokens never log in, so they are not counted.
+HUB_LOGIN_FAILURE_LIMIT = env.int("HUB_LOGIN_FAILURE_LIMIT", default=5)
+HUB_LOGIN_COOLOFF_MINUTES = env.int("HUB_LOGIN_COOLOFF_MINUTES", default=15)
+if HUB_LOGIN_FAILURE_LIMIT < 1 or HUB_LOGIN_COOLOFF_MINUTES < 0:
+    raise ImproperlyConfigured("need HUB_LOGIN_FAILURE_LIMIT >= 1 and HUB_LOGIN_COOLOFF_MINUTES >= 0")
+AXES_FAILURE_LIMIT = HUB_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=HUB_LOGIN_COOLOFF_MINUTES) if HUB_LOGIN_COOLOFF_MINUTES else None
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# A successful login clears the pair's count, so typos spread over days never add up to a lockout.
+AXES_RESET_ON_SUCCESS = True
+# The client address as the throttles read it (HUB_NUM_PROXIES), not the proxy's.
+AXES_CLIENT_IP_CALLABLE = "subscriptions.throttles.client_address"
+# subscriptions/admin.py registers axes' models itself, so that every admin action names its permissions.
+AXES_ENABLE_ADMIN = False
 
 # --- Celery --------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
