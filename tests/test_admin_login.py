@@ -67,6 +67,17 @@ def test_the_lockout_is_per_username_and_address(settings) -> None:
     assert _logged_in(_login(attacker, PASSWORD, username="second"))
 
 
+def test_changing_the_user_agent_does_not_reset_the_count(settings, caplog) -> None:
+    client = Client(REMOTE_ADDR="203.0.113.5")
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        _login(client, f"wrong-{n}", HTTP_USER_AGENT=f"agent-{n}")
+
+    assert _login(client, PASSWORD, HTTP_USER_AGENT="a-fresh-agent").status_code == 429
+    # Failures and the lockout are logged, never a password.
+    assert "AXES: Locking out" in caplog.text
+    assert "wrong-0" not in caplog.text and PASSWORD not in caplog.text
+
+
 def test_a_successful_login_clears_the_count(settings) -> None:
     client = Client(REMOTE_ADDR="203.0.113.5")
     almost = settings.AXES_FAILURE_LIMIT - 1

@@ -14,9 +14,6 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-# The allow list's parser is the outbound guard's, so the setting and the requests read URLs alike.
-from subscriptions.netguard import url_prefixes
-
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
@@ -276,6 +273,10 @@ HUB_MAX_JSON_DEPTH = env.int("HUB_MAX_JSON_DEPTH", default=64)
 HUB_THROTTLE_SUBSCRIBE = env.str("HUB_THROTTLE_SUBSCRIBE", default="30/m")
 HUB_THROTTLE_PUBLISH = env.str("HUB_THROTTLE_PUBLISH", default="100/s")
 
+# The allow list's parser is the outbound guard's, so the setting and the requests
+# read URLs alike. Imported here, after PROMETHEUS_MULTIPROC_DIR is set above.
+from subscriptions.netguard import url_prefixes  # noqa: E402
+
 # URL prefixes whose topics may be published with hub.mode=publish on /hub
 # (comma-separated; empty allows any topic URL). Pings carry no credentials, so
 # on an open hub anyone can make it fetch and fan out an allowed topic. Each
@@ -346,6 +347,9 @@ AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "subscriptions.throttles.client_address"
 # subscriptions/admin.py registers axes' models itself, so that every admin action names its permissions.
 AXES_ENABLE_ADMIN = False
+# No "AXES: BEGIN" banner from every process at start (it would precede a command's own
+# output); failed logins and lockouts are still logged.
+AXES_VERBOSE = False
 
 # --- Celery --------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
