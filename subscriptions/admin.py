@@ -12,8 +12,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from urllib.parse import urlencode
 
+from axes import admin as axes_admin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
@@ -117,6 +120,12 @@ def _admin_link(model: type, pk: int | None, text: str | None = None) -> SafeStr
 
 def _delivery_list_url(**filters: object) -> str:
     return f"{reverse('admin:subscriptions_delivery_changelist')}?{urlencode(filters)}"
+
+
+def can_retry_deliveries(request: HttpRequest) -> bool:
+    """Requeueing deliveries takes Django's change permission on Delivery; the delivery page itself stays read-only."""
+    opts = Delivery._meta
+    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
 
 
 def _deliveries_table(rows: Iterable[Delivery], *, subscriber_column: bool) -> SafeString:
@@ -269,7 +278,9 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> object:
-        context = {**(extra_context or {}), "object_actions": self.object_actions}
+        allowed = self.get_actions(request)
+        buttons = {name: label for name, label in self.object_actions.items() if name in allowed}
+        context = {**(extra_context or {}), "object_actions": buttons}
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     @staticmethod
@@ -329,7 +340,11 @@ class SubscriptionAdmin(ReadOnlyAdmin):
             _delivery_list_url(subscription__id__exact=obj.pk),
         )
 
-    @admin.action(description="Retry the failed deliveries of the selected subscriptions", permissions=["change"])
+    def has_retry_failed_permission(self, request: HttpRequest) -> bool:
+        # It requeues the subscriptions' deliveries, so it takes what the delivery list's retry takes as well.
+        return self.has_change_permission(request) and can_retry_deliveries(request)
+
+    @admin.action(description="Retry the failed deliveries of the selected subscriptions", permissions=["retry_failed"])
     def retry_failed(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = services.deliveries_replay(Delivery.objects.filter(subscription__in=queryset))
         self.message_user(request, f"{count} failed deliveries sent again.", messages.SUCCESS)
@@ -356,7 +371,8 @@ class SubscriptionAdmin(ReadOnlyAdmin):
 
     def object_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponseRedirect:
         """One of the list's actions applied to one subscription, from a button on its change page."""
-        if request.method != "POST" or action not in self.object_actions:
+        # Only an action the list would offer this user: get_actions applies each action's `permissions`.
+        if request.method != "POST" or action not in self.object_actions or action not in self.get_actions(request):
             raise PermissionDenied
         subscription = get_object_or_404(self.get_queryset(request), pk=object_id)
         if not self.has_change_permission(request, subscription):
@@ -506,7 +522,23 @@ class DeliveryAdmin(ReadOnlyAdmin):
             return super().get_search_results(request, queryset, search_term)
         return queryset.filter(uuid=delivery_uuid), False
 
-    @admin.action(description="Retry the selected failed deliveries")
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return can_retry_deliveries(request)
+
+    @admin.action(description="Retry the selected failed deliveries", permissions=["retry"])
     def retry(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = services.deliveries_replay(queryset)
         self.message_user(request, f"{count} failed deliveries sent again.", messages.SUCCESS)
+
+
+# django-axes' records of admin logins (README, Security), registered here rather than by axes
+# (AXES_ENABLE_ADMIN = False) so that its action, like every other, names its permission.
+@admin.register(AccessAttempt)
+class AccessAttemptAdmin(axes_admin.AccessAttemptAdmin):
+    @admin.action(description="Clean up expired attempts", permissions=["delete"])
+    def cleanup_expired_attempts(self, request: HttpRequest, queryset: QuerySet) -> None:
+        super().cleanup_expired_attempts(request, queryset)
+
+
+admin.site.register(AccessLog, axes_admin.AccessLogAdmin)
+admin.site.register(AccessFailureLog, axes_admin.AccessFailureLogAdmin)

@@ -80,8 +80,9 @@ def _throttled(wait: float, setting: str) -> HttpResponse:
 
 
 def _publish_allowed(topic: str) -> bool:
-    prefixes = settings.HUB_PUBLISH_ALLOWED_TOPICS
-    return not prefixes or any(topic.startswith(prefix) for prefix in prefixes)
+    """Whether HUB_PUBLISH_ALLOWED_TOPICS admits topic; ForbiddenDestination when topic cannot be read as a URL."""
+    prefixes = netguard.url_prefixes(settings.HUB_PUBLISH_ALLOWED_TOPICS, setting="HUB_PUBLISH_ALLOWED_TOPICS")
+    return not prefixes or netguard.url_admitted(topic, prefixes)
 
 
 def _publish(request: HttpRequest, fields: dict[str, list[str]]) -> HttpResponse:
@@ -98,11 +99,11 @@ def _publish(request: HttpRequest, fields: dict[str, list[str]]) -> HttpResponse
                 "hub.mode=publish fetches the topic, so it must be an http(s) URL; "
                 "publish to a dotted topic with POST /api/notifications/"
             )
-        if not _publish_allowed(topic):
-            raise services.HubError(
-                "this hub does not take publish pings for that topic (HUB_PUBLISH_ALLOWED_TOPICS)", status=403
-            )
         try:
+            if not _publish_allowed(topic):
+                raise services.HubError(
+                    "this hub does not take publish pings for that topic (HUB_PUBLISH_ALLOWED_TOPICS)", status=403
+                )
             netguard.check_url_with_settings(topic)
         except netguard.ForbiddenDestination as exc:
             raise services.HubError(f"hub.topic refused: {exc}") from None

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote
 
 import requests
 from django.conf import settings
@@ -264,7 +265,8 @@ def check_url(
     resolvers accept, are checked without DNS; a host name is resolved and every
     address must be allowed. With allow_private, only the scheme and port are checked.
     """
-    scheme, host, port = _target(url)
+    target = url_target(url)
+    scheme, host, port = target.scheme, target.host, target.port
     if scheme not in ALLOWED_SCHEMES:
         raise ForbiddenDestination(f"only http and https URLs are allowed, not {scheme or 'no scheme'}")
     ports = parse_ports(allowed_ports)
@@ -293,15 +295,38 @@ def check_url_with_settings(url: str) -> None:
     check_url(url, allow_private=allow_private_addresses(), allowed_ports=allowed_ports())
 
 
-def _target(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) as requests and urllib3 will see them, so the check and the request agree."""
+@dataclass(frozen=True)
+class Target:
+    """Where a request for a URL really goes, read the way requests and urllib3 read it.
+
+    `host` is lower case, IDNA-encoded, and an IPv6 literal has no brackets;
+    `port` is explicit (the scheme's default when the URL names none); `path`
+    is the request line's path, percent-encoded as it is sent, without the
+    query. For a scheme other than http and https, host and path are empty and
+    port is 0: the caller refuses it by its scheme.
+    """
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+
+def url_target(url: str) -> Target:
+    """The one reading of a URL for every decision about where it leads; ForbiddenDestination when unreadable.
+
+    urllib.parse disagrees with urllib3 on URLs such as `http://a\\@b/`
+    (urlsplit: host b; urllib3, after requests' normalisation: host a), so a
+    check, a throttle or a log line that used urlsplit would judge a host the
+    request never goes to.
+    """
     try:
         scheme = parse_url(url).scheme or ""
     except LocationParseError:
         raise ForbiddenDestination("not a valid URL") from None
     scheme = scheme.lower()
     if scheme not in ALLOWED_SCHEMES:
-        return scheme, "", 0
+        return Target(scheme, "", 0, "")
     prepared = requests.PreparedRequest()
     try:
         # Percent-encoding, IDNA and backslashes are normalised here, before urllib3 picks the host.
@@ -309,10 +334,99 @@ def _target(url: str) -> tuple[str, str, int]:
         parsed = parse_url(prepared.url or "")
     except (requests.RequestException, LocationParseError, ValueError) as exc:
         raise ForbiddenDestination(f"not a valid URL: {exc}") from None
-    host = (parsed.host or "").strip("[]")
+    host = (parsed.host or "").strip("[]").lower()
     if not host:
         raise ForbiddenDestination("the URL has no host")
-    return scheme, host, parsed.port or DEFAULT_PORTS[scheme]
+    # requests sends path_url as it stands (urllib3 only escapes invalid characters): dot segments that
+    # arrived percent-encoded are sent, not resolved, so this is the path to judge.
+    path = prepared.path_url.partition("?")[0] or "/"
+    return Target(scheme, host, parsed.port or DEFAULT_PORTS[scheme], path)
+
+
+# --- URL allow lists ----------------------------------------------------------------------
+
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def _path_segments(path: str) -> list[str]:
+    """A path's segments after percent-decoding, so `%2F` and `%2e%2e` count as what a server may read them as."""
+    return unquote(path).split("/")[1:]
+
+
+@dataclass(frozen=True)
+class UrlPrefix:
+    """One entry of a URL allow list such as HUB_PUBLISH_ALLOWED_TOPICS.
+
+    A URL is admitted when its scheme, host and port (as `url_target` reads
+    them) equal the entry's, and its path starts with the entry's whole path
+    segments: `/feeds` admits `/feeds`, `/feeds/` and `/feeds/a`, never
+    `/feedsevil`. A path with a `.` or `..` segment is admitted only by an entry
+    without a path, since the server would resolve it, possibly out of the prefix.
+    """
+
+    text: str
+    scheme: str
+    host: str
+    port: int
+    segments: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return self.text
+
+    def admits(self, target: Target) -> bool:
+        if (target.scheme, target.host, target.port) != (self.scheme, self.host, self.port):
+            return False
+        if not self.segments:
+            return True
+        segments = _path_segments(target.path)
+        if _DOT_SEGMENTS.intersection(segments):
+            return False
+        return tuple(segments[: len(self.segments)]) == self.segments
+
+
+def parse_url_prefix(text: str) -> UrlPrefix:
+    """An allow-list entry from `https://host[:port][/path]`; ValueError saying what is wrong."""
+    try:
+        target = url_target(text)
+    except ForbiddenDestination as exc:
+        raise ValueError(f"{text!r} is {exc}") from None
+    if target.scheme not in ALLOWED_SCHEMES:
+        raise ValueError(f"{text!r} is not an http:// or https:// URL")
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(text, None)  # url_target succeeded, so this does too
+    parsed = parse_url(prepared.url or "")
+    if parsed.auth is not None:
+        raise ValueError(f"{text!r} has user information before its host; write scheme://host[:port]/path")
+    if parsed.query is not None or parsed.fragment is not None:
+        raise ValueError(f"{text!r} has a query or fragment; an entry is scheme://host[:port]/path")
+    segments = _path_segments(target.path)
+    if _DOT_SEGMENTS.intersection(segments):
+        raise ValueError(f"{text!r} has a '.' or '..' path segment")
+    while segments and not segments[-1]:
+        segments.pop()  # `/feeds/` and `/feeds` name the same prefix
+    return UrlPrefix(text, target.scheme, target.host, target.port, tuple(segments))
+
+
+def url_prefixes(entries: Iterable[str | UrlPrefix], *, setting: str) -> tuple[UrlPrefix, ...]:
+    """The parsed entries of a URL allow-list setting; ImproperlyConfigured naming the setting on a bad entry."""
+    parsed = []
+    for entry in entries:
+        if isinstance(entry, UrlPrefix):
+            parsed.append(entry)
+            continue
+        if not entry.strip():
+            continue
+        try:
+            parsed.append(parse_url_prefix(entry.strip()))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{setting}: {exc}") from None
+    return tuple(parsed)
+
+
+def url_admitted(url: str, prefixes: Iterable[UrlPrefix]) -> bool:
+    """Whether any prefix admits url; ForbiddenDestination when url cannot be read."""
+    target = url_target(url)
+    return any(prefix.admits(target) for prefix in prefixes)
 
 
 def literal_address(host: str) -> IPAddress | None:

@@ -831,8 +831,8 @@ def _delivery_update(delivery_id: int, **fields: Any) -> None:
 
 
 def _host(url: str) -> str:
-    """The host of a URL, for logs: never the path or query, which may carry credentials."""
+    """The host a request for url really goes to (the outbound guard's reading), for logs: never the path or query."""
     try:
-        return urlsplit(url).hostname or "?"
-    except ValueError:
+        return netguard.url_target(url).host or "?"
+    except netguard.ForbiddenDestination:
         return "?"

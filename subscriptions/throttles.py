@@ -6,11 +6,13 @@ victim; publishing is limited per token (per client address for publish pings
 on /hub). Rates are settings in DRF's "N/period" form; "off" disables one.
 """
 
-from urllib.parse import urlsplit
+import ipaddress
 
 from django.conf import settings
 from django.http import HttpRequest
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
+
+from subscriptions import netguard
 
 
 class _SettingRateThrottle(SimpleRateThrottle):
@@ -52,11 +54,27 @@ class PublishThrottle(PublishByClient):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
+def client_address(request: HttpRequest) -> str:
+    """The client's address: the peer's, or X-Forwarded-For's as set by HUB_NUM_PROXIES proxies (DRF's reading)."""
+    return BaseThrottle().get_ident(request)
+
+
 def callback_host(callback: str) -> str:
+    """The host the callback's requests really go to, in one spelling per destination ("" when unreadable).
+
+    The outbound guard's reading of the URL (netguard.url_target), so that
+    `http://victim\\@other/` counts against victim. An address written in
+    another form (`2130706433`, `0x7f.1`, `::ffff:127.0.0.1`) counts as that
+    address, and `victim.example.` as `victim.example`.
+    """
     try:
-        return (urlsplit(callback).hostname or "").lower()
-    except ValueError:
+        host = netguard.url_target(callback).host
+        address = netguard.literal_address(host)
+    except netguard.ForbiddenDestination:
         return ""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address) if address is not None else host.rstrip(".")
 
 
 def wait_if_throttled(request: HttpRequest, throttles: list[SimpleRateThrottle]) -> float | None:

@@ -8,6 +8,7 @@ SQLite and Celery's filesystem transport under ./var, so it needs no service.
 import os
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -84,6 +85,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "subscriptions",
 ]
 
@@ -99,6 +101,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns a login refused by the lockout into its 429 page; last, as django-axes asks.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # Refuses a locked-out username and address before any password is checked (django-axes).
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "websubhub.urls"
@@ -301,10 +311,19 @@ HUB_MAX_JSON_DEPTH = env.int("HUB_MAX_JSON_DEPTH", default=64)
 HUB_THROTTLE_SUBSCRIBE = env.str("HUB_THROTTLE_SUBSCRIBE", default="30/m")
 HUB_THROTTLE_PUBLISH = env.str("HUB_THROTTLE_PUBLISH", default="100/s")
 
+# The allow list's parser is the outbound guard's, so the setting and the requests
+# read URLs alike. Imported here, after PROMETHEUS_MULTIPROC_DIR is set above.
+from subscriptions.netguard import url_prefixes  # noqa: E402
+
 # URL prefixes whose topics may be published with hub.mode=publish on /hub
 # (comma-separated; empty allows any topic URL). Pings carry no credentials, so
-# on an open hub anyone can make it fetch and fan out an allowed topic.
-HUB_PUBLISH_ALLOWED_TOPICS = [p for p in env.list("HUB_PUBLISH_ALLOWED_TOPICS", default=[]) if p]
+# on an open hub anyone can make it fetch and fan out an allowed topic. Each
+# entry is parsed here, so a bad one stops the process at start: a topic must
+# have the entry's scheme, host and port exactly and its path segments as a
+# prefix (subscriptions/netguard.py, UrlPrefix).
+HUB_PUBLISH_ALLOWED_TOPICS = url_prefixes(
+    env.list("HUB_PUBLISH_ALLOWED_TOPICS", default=[]), setting="HUB_PUBLISH_ALLOWED_TOPICS"
+)
 
 # Delivery retries: Celery's exponential backoff with full jitter. Retry k (1,
 # 2, ...) waits a random time up to HUB_RETRY_BACKOFF_BASE * 2**(k-1) seconds,
@@ -347,6 +366,28 @@ HUB_EXPIRE_INTERVAL = env.int("HUB_EXPIRE_INTERVAL", default=60)
 HUB_SWEEP_INTERVAL = env.int("HUB_SWEEP_INTERVAL", default=60)
 HUB_SWEEP_GRACE_SECONDS = env.int("HUB_SWEEP_GRACE_SECONDS", default=120)
 HUB_SWEEP_MAX_QUEUE = env.int("HUB_SWEEP_MAX_QUEUE", default=1_000)
+
+# Admin login lockout (django-axes, https://django-axes.readthedocs.io/en/latest/4_configuration.html):
+# after HUB_LOGIN_FAILURE_LIMIT failed logins for one username from one client
+# address, that pair is refused (429) for HUB_LOGIN_COOLOFF_MINUTES, 0 meaning
+# until `manage.py axes_reset`. By the pair, so that an attacker elsewhere cannot
+# lock the real operator out. API tokens never log in, so they are not counted.
+HUB_LOGIN_FAILURE_LIMIT = env.int("HUB_LOGIN_FAILURE_LIMIT", default=5)
+HUB_LOGIN_COOLOFF_MINUTES = env.int("HUB_LOGIN_COOLOFF_MINUTES", default=15)
+if HUB_LOGIN_FAILURE_LIMIT < 1 or HUB_LOGIN_COOLOFF_MINUTES < 0:
+    raise ImproperlyConfigured("need HUB_LOGIN_FAILURE_LIMIT >= 1 and HUB_LOGIN_COOLOFF_MINUTES >= 0")
+AXES_FAILURE_LIMIT = HUB_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=HUB_LOGIN_COOLOFF_MINUTES) if HUB_LOGIN_COOLOFF_MINUTES else None
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# A successful login clears the pair's count, so typos spread over days never add up to a lockout.
+AXES_RESET_ON_SUCCESS = True
+# The client address as the throttles read it (HUB_NUM_PROXIES), not the proxy's.
+AXES_CLIENT_IP_CALLABLE = "subscriptions.throttles.client_address"
+# subscriptions/admin.py registers axes' models itself, so that every admin action names its permissions.
+AXES_ENABLE_ADMIN = False
+# No "AXES: BEGIN" banner from every process at start (it would precede a command's own
+# output); failed logins and lockouts are still logged.
+AXES_VERBOSE = False
 
 # --- Celery --------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
