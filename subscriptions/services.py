@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from subscriptions import delivery, http, metrics, netguard, ratelimit, verification
@@ -361,6 +361,14 @@ def _deliveries_create_and_enqueue(notification_id: int, batch: list[Delivery]) 
             ).values_list("id", flat=True)
         )
         transaction.on_commit(lambda: deliveries_enqueue(ids))
+    parked = {d.subscription_id for d in batch if d.due_at > now}
+    if parked:
+        # Written after the subscriptions were read as paused: one that resumed
+        # since released its parked deliveries without these (see _delivery_park).
+        still_paused = Subscription.objects.filter(pk__in=parked, state=Subscription.State.PAUSED)
+        resumed = parked - set(still_paused.values_list("pk", flat=True))
+        if resumed:
+            _deliveries_release(Q(notification_id=notification_id, subscription_id__in=resumed))
     return len(ids)
 
 
@@ -520,7 +528,13 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
             parked_until = max(
                 fresh or now + timedelta(seconds=OPERATOR_PAUSE_RECHECK_SECONDS), now + timedelta(seconds=1)
             )
-            _delivery_update(delivery_id, due_at=parked_until)
+            # Parked while paused and no probe is due: a probe's success or a resume releases it.
+            paused = Q(state=Subscription.State.PAUSED) & (
+                Q(resume_after__isnull=True) | Q(resume_after__gt=timezone.now())
+            )
+            if not _delivery_park(delivery_id, subscription_id=subscription.pk, until=parked_until, holds=paused):
+                logger.info("delivery %s sent: subscription %s resumed as it parked", delivery_id, subscription.pk)
+                return Reschedule(countdown=0, retry=False, reserved=reserved)
             logger.info("delivery %s parked: subscription %s is paused", delivery_id, subscription.pk)
             metrics.delivery_outcome("parked")
             return None
@@ -541,7 +555,11 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
             # The callback is failing and busy (likely hanging until the timeout):
             # park instead of asking again and again. Its next success (or a
             # resume, or the sweeper) sends what waits.
-            _delivery_update(delivery_id, due_at=now + timedelta(seconds=lease))
+            failing = Q(consecutive_failures__gt=0)
+            until = now + timedelta(seconds=lease)
+            if not _delivery_park(delivery_id, subscription_id=subscription.pk, until=until, holds=failing):
+                logger.info("delivery %s sent again: callback answered as it parked", delivery_id)
+                return Reschedule(countdown=0, retry=False, reserved=reserved)
             logger.info("delivery %s parked: failing callback has a request in flight", delivery_id)
             metrics.delivery_outcome("parked")
             return None
@@ -781,18 +799,33 @@ def subscription_resume(*, subscription: Subscription) -> int:
 
 
 def subscription_release_parked(*, subscription_id: int) -> int:
-    """Send every pending delivery of the subscription that waits for a later time (parked while paused)."""
-    now = timezone.now()
-    rows = dict(
-        Delivery.objects.filter(subscription_id=subscription_id, status=Delivery.Status.PENDING, due_at__gt=now)
-        .order_by("id")
-        .values_list("id", "attempts")
-    )
-    for start in range(0, len(rows), SPREAD_BATCH):
-        ids = list(rows)[start : start + SPREAD_BATCH]
-        Delivery.objects.filter(pk__in=ids, status=Delivery.Status.PENDING).update(due_at=now)
-        deliveries_enqueue(ids, retries={i: rows[i] for i in ids})
-    return len(rows)
+    """Send every pending delivery of the subscription that waits for a later time (parked while paused).
+
+    Callers change the subscription's state first and call this after, which is
+    what `_delivery_park` relies on. Rows are taken under a row lock and moved to
+    now, so a delivery that releases itself at the same time (its compare-and-set
+    on `due_at`) is sent once, by one of the two.
+    """
+    return _deliveries_release(Q(subscription_id=subscription_id))
+
+
+def _deliveries_release(which: Q) -> int:
+    """Move the pending deliveries matching `which` that wait for a later time to now and enqueue them."""
+    released = 0
+    while True:
+        now = timezone.now()
+        with transaction.atomic():
+            rows = dict(
+                Delivery.objects.select_for_update()
+                .filter(which, status=Delivery.Status.PENDING, due_at__gt=now)
+                .order_by("id")
+                .values_list("id", "attempts")[:SPREAD_BATCH]
+            )
+            if not rows:
+                return released
+            Delivery.objects.filter(pk__in=list(rows)).update(due_at=now, updated_at=now)
+            transaction.on_commit(lambda rows=rows: deliveries_enqueue(list(rows), retries=rows))
+        released += len(rows)
 
 
 def deliveries_replay(deliveries: QuerySet[Delivery], *, progress: Callable[[int, int], None] | None = None) -> int:
@@ -817,6 +850,27 @@ def deliveries_replay(deliveries: QuerySet[Delivery], *, progress: Callable[[int
     if ids:
         logger.info("replaying %s failed deliveries", len(ids))
     return len(ids)
+
+
+def _delivery_park(delivery_id: int, *, subscription_id: int, until: datetime, holds: Q) -> bool:
+    """Park a pending delivery until `until` while its subscription matches `holds`; False: send it now.
+
+    Whatever ends the state that parks (a probe's success, an answer, a resume)
+    changes the subscription first and then releases the parked deliveries. A
+    delivery that read the old state and parked after that release would wait for
+    its due time. So the park is written first and the subscription read after:
+    either the release sees the park, or this read sees the new state, and then
+    the delivery takes itself back (compare-and-set on `due_at`, so it is not
+    sent twice when the release took it too) and the caller sends it now.
+    """
+    _delivery_update(delivery_id, due_at=until)
+    if Subscription.objects.filter(holds, pk=subscription_id).exists():
+        return True
+    taken = Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.PENDING, due_at=until).update(
+        due_at=timezone.now(), updated_at=timezone.now()
+    )
+    # Not taken: the release already sent it, or it is settled; either way nothing is parked.
+    return not taken
 
 
 def _delivery_update(delivery_id: int, **fields: Any) -> None:
