@@ -9,7 +9,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -57,6 +58,16 @@ OPERATOR_PAUSE_RECHECK_SECONDS = 3600
 PROBE_WINDOW_SECONDS = 60
 # Notifications re-sent to spread by one sweep; the next sweep takes the rest.
 SWEEP_LIMIT = 1000
+# A key the hub keeps in the broker's Redis database. Gone means the broker lost
+# its data (restarted empty, flushed): every sweep reads it (one GET), and the
+# sweep that finds it gone re-sends everything owed at once (hub_recover).
+BROKER_MARKER_KEY = "websubhub:broker-marker"
+BROKER_MARKER_OK = "ok"
+# While a recovery runs, the marker says so, for at most this many seconds (renewed
+# per batch): a recovery cut short by a crash ends with the key, and the next
+# sweep starts over.
+BROKER_MARKER_RECOVERING = "recovering"
+BROKER_RECOVERY_LEASE_SECONDS = 60
 
 
 class HubError(Exception):
@@ -372,13 +383,17 @@ def _deliveries_create_and_enqueue(notification_id: int, batch: list[Delivery]) 
     return len(ids)
 
 
-def deliveries_enqueue(ids: list[int], *, retries: dict[int, int] | None = None) -> None:
+def deliveries_enqueue(
+    ids: list[int], *, retries: dict[int, int] | None = None, countdowns: dict[int, float] | None = None
+) -> None:
     """Send one deliver task per id through a single producer connection.
 
     `retries` gives a delivery's attempts so far, so that a re-sent delivery
-    keeps its place in the backoff schedule and goes to the retry queue.
+    keeps its place in the backoff schedule and goes to the retry queue;
+    `countdowns` delays a delivery that is not due yet (seconds).
     """
     retries = retries or {}
+    countdowns = countdowns or {}
     # kombu's publish batch sends the messages to Redis in pipelines (1.8x faster
     # than one round trip each); other transports publish one by one.
     with celery_app.producer_or_acquire() as producer, producer.batch(max_size=SPREAD_BATCH):
@@ -390,6 +405,7 @@ def deliveries_enqueue(ids: list[int], *, retries: dict[int, int] | None = None)
                 producer=producer,
                 retries=done,
                 queue=RETRY_QUEUE if done else DELIVER_QUEUE,
+                countdown=countdowns.get(delivery_id),
             )
 
 
@@ -402,7 +418,18 @@ def hub_sweep() -> int:
     the grace period past go to deliver again. Every task is idempotent; a
     delivery is only re-sent while its queue is short (a long queue most likely
     still holds it) and at most once per grace period.
+
+    First it reads the broker's marker: when the broker lost its data, this
+    sweep re-sends everything owed at once instead (hub_recover); while another
+    sweep does that, it does nothing.
     """
+    marker = broker_marker_read()
+    if marker is None:
+        if broker_recovery_claim():
+            return hub_recover()
+        return 0
+    if marker == BROKER_MARKER_RECOVERING:
+        return 0
     now = timezone.now()
     cutoff = now - timedelta(seconds=settings.HUB_SWEEP_GRACE_SECONDS)
     notification_ids = list(
@@ -439,6 +466,113 @@ def hub_sweep() -> int:
             len(delivery_retries),
         )
     return sent
+
+
+@contextmanager
+def _broker_redis() -> Iterator[Any]:
+    """A client of the broker's own Redis database (kombu's connection settings), or None for another broker.
+
+    RabbitMQ keeps durable queues across restarts and the filesystem broker lives
+    on one machine's disk: the marker is only kept on Redis, the broker that loses
+    everything when it restarts without persistence.
+    """
+    with celery_app.pool.acquire(block=True) as connection:
+        if connection.transport.driver_type != "redis":
+            yield None
+            return
+        with connection.default_channel.conn_or_acquire() as client:
+            yield client
+
+
+def broker_marker_read() -> str | None:
+    """The broker's marker: "ok", "recovering", or None when it is gone ("ok" for a broker without one)."""
+    with _broker_redis() as client:
+        if client is None:
+            return BROKER_MARKER_OK
+        value = client.get(BROKER_MARKER_KEY)
+    return None if value is None else value.decode()
+
+
+def broker_recovery_claim() -> bool:
+    """Whether this sweep is the one to recover a broker that lost its marker (set-if-absent, with a lease)."""
+    with _broker_redis() as client:
+        if client is None:
+            return False
+        return bool(client.set(BROKER_MARKER_KEY, BROKER_MARKER_RECOVERING, nx=True, ex=BROKER_RECOVERY_LEASE_SECONDS))
+
+
+def _broker_recovery_renew(*, done: bool = False) -> bool:
+    """Renew the recovery's lease, or mark the broker recovered; False when the marker went meanwhile.
+
+    The broker lost its data again during the recovery: the marker stays gone,
+    so the next sweep recovers again.
+    """
+    with _broker_redis() as client:
+        if client is None:
+            return True
+        if done:
+            return bool(client.set(BROKER_MARKER_KEY, BROKER_MARKER_OK, xx=True))
+        return bool(client.set(BROKER_MARKER_KEY, BROKER_MARKER_RECOVERING, xx=True, ex=BROKER_RECOVERY_LEASE_SECONDS))
+
+
+def hub_recover() -> int:
+    """Re-send at once everything the database says is owed (the broker lost its messages); returns how many.
+
+    Every notification never spread goes to spread, every pending (un)subscribe
+    request to verification, and every pending delivery due before the grace
+    period ends to deliver (one not yet due with a countdown to its due time; a
+    later one is left to the regular sweep). No grace period and no queue length
+    check: a broker that lost its data holds none of this. Runs when a sweep finds
+    the marker gone, which is also the first sweep of a hub that never set it: that
+    once, deliveries still queued get a second message, which finds them settled
+    (they stand behind the first in the queue) and does nothing.
+    """
+    now = timezone.now()
+    horizon = now + timedelta(seconds=settings.HUB_SWEEP_GRACE_SECONDS)
+    notification_ids = list(Notification.objects.filter(spread_at__isnull=True).values_list("id", flat=True))
+    request_ids = list(
+        SubscriptionRequest.objects.filter(state=SubscriptionRequest.State.PENDING).values_list("id", flat=True)
+    )
+    with celery_app.producer_or_acquire() as producer:
+        for notification_id in notification_ids:
+            celery_app.send_task("hub.spread", kwargs={"notification_id": notification_id}, producer=producer)
+        for request_id in request_ids:
+            celery_app.send_task("hub.verify", kwargs={"request_id": request_id}, producer=producer)
+    deliveries = 0
+    rows = (
+        Delivery.objects.filter(status=Delivery.Status.PENDING, due_at__lte=horizon)
+        .order_by("due_at")
+        .values_list("id", "attempts", "due_at")
+        .iterator(chunk_size=SPREAD_BATCH)
+    )
+    batch: list[tuple[int, int, datetime]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= SPREAD_BATCH:
+            deliveries += _deliveries_resend(batch, now=now)
+            batch = []
+            _broker_recovery_renew()
+    deliveries += _deliveries_resend(batch, now=now)
+    recovered = _broker_recovery_renew(done=True)
+    logger.warning(
+        "the broker lost its data (marker gone): re-sent %s notifications to spread, %s requests to verification, "
+        "%s deliveries%s",
+        len(notification_ids),
+        len(request_ids),
+        deliveries,
+        "" if recovered else "; it lost them again meanwhile, the next sweep starts over",
+    )
+    return len(notification_ids) + len(request_ids) + deliveries
+
+
+def _deliveries_resend(rows: list[tuple[int, int, datetime]], *, now: datetime) -> int:
+    if rows:
+        deliveries_enqueue(
+            [delivery_id for delivery_id, _, _ in rows],
+            retries={delivery_id: attempts for delivery_id, attempts, _ in rows},
+            countdowns={delivery_id: (due - now).total_seconds() for delivery_id, _, due in rows if due > now},
+        )
+    return len(rows)
 
 
 def queue_depth(queue: str) -> int:
