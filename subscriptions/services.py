@@ -68,6 +68,10 @@ BROKER_MARKER_OK = "ok"
 # sweep starts over.
 BROKER_MARKER_RECOVERING = "recovering"
 BROKER_RECOVERY_LEASE_SECONDS = 60
+# Present while a sweep saw a delivery queue longer than HUB_SWEEP_MAX_QUEUE within
+# the last grace period (it expires after it): the tail of a backlog is still queued
+# for a while after the queue got short, so no delivery is re-sent until then.
+BROKER_BACKLOG_KEY = "websubhub:sweep-backlog"
 
 
 class HubError(Exception):
@@ -416,8 +420,8 @@ def hub_sweep() -> int:
     spread go to spread again, (un)subscribe requests still pending after it go
     to verification again, and pending deliveries whose due time is more than
     the grace period past go to deliver again. Every task is idempotent; a
-    delivery is only re-sent while its queue is short (a long queue most likely
-    still holds it) and at most once per grace period.
+    delivery is only re-sent once its queue has been short for a grace period (a
+    long queue most likely still holds it) and at most once per grace period.
 
     First it reads the broker's marker: when the broker lost its data, this
     sweep re-sends everything owed at once instead (hub_recover); while another
@@ -448,7 +452,7 @@ def hub_sweep() -> int:
         for request_id in request_ids:
             celery_app.send_task("hub.verify", kwargs={"request_id": request_id}, producer=producer)
     delivery_retries: dict[int, int] = {}
-    if max(queue_depth(DELIVER_QUEUE), queue_depth(RETRY_QUEUE)) <= settings.HUB_SWEEP_MAX_QUEUE:
+    if _delivery_queues_stayed_short():
         delivery_retries = dict(
             Delivery.objects.filter(status=Delivery.Status.PENDING, due_at__lt=cutoff)
             .order_by("due_at")
@@ -466,6 +470,24 @@ def hub_sweep() -> int:
             len(delivery_retries),
         )
     return sent
+
+
+def _delivery_queues_stayed_short() -> bool:
+    """Whether the delivery queues are short now and were at every sweep of the last grace period.
+
+    A delivery overdue behind a long queue is most likely still in it, and so is
+    one at the tail of a backlog that just got short: re-sending it would queue a
+    second message. The memory of a long queue is kept in a Redis broker (another
+    broker: the queues now).
+    """
+    long = max(queue_depth(DELIVER_QUEUE), queue_depth(RETRY_QUEUE)) > settings.HUB_SWEEP_MAX_QUEUE
+    with _broker_redis() as client:
+        if client is None:
+            return not long
+        if long:
+            client.set(BROKER_BACKLOG_KEY, "1", ex=max(1, settings.HUB_SWEEP_GRACE_SECONDS))
+            return False
+        return not client.exists(BROKER_BACKLOG_KEY)
 
 
 @contextmanager

@@ -23,9 +23,10 @@ def marker(monkeypatch: pytest.MonkeyPatch, settings) -> str:
         pytest.skip("the broker marker is kept on a Redis broker only")
     key = f"websubhub:test-marker:{uuid.uuid4().hex}"
     monkeypatch.setattr(services, "BROKER_MARKER_KEY", key)
+    monkeypatch.setattr(services, "BROKER_BACKLOG_KEY", f"{key}:backlog")
     yield key
     with services._broker_redis() as client:
-        client.delete(key)
+        client.delete(key, f"{key}:backlog")
 
 
 @pytest.fixture
@@ -119,3 +120,26 @@ def test_recovery_cut_short_by_a_second_loss_leaves_the_marker_gone_for_the_next
     services.hub_sweep()
     # then the marker stays gone, so the next sweep recovers again
     assert services.broker_marker_read() is None
+
+
+def test_sweep_resends_an_overdue_delivery_only_once_the_queues_stayed_short_for_a_grace_period(
+    marker: str, sent: list, monkeypatch: pytest.MonkeyPatch, settings
+) -> None:
+    # given a healthy broker and a delivery overdue by more than the grace period
+    settings.HUB_SWEEP_GRACE_SECONDS = 60
+    settings.HUB_SWEEP_MAX_QUEUE = 10
+    _set_marker(marker, services.BROKER_MARKER_OK)
+    overdue = DeliveryFactory(due_at=timezone.now() - timedelta(seconds=120))
+    depth = {"n": 11}
+    monkeypatch.setattr(services, "queue_depth", lambda queue: depth["n"])
+    # when a sweep sees a long delivery queue, and the next sees it short again
+    assert services.hub_sweep() == 0
+    depth["n"] = 0
+    # then the delivery is not re-sent: the tail of the backlog may still hold it
+    assert services.hub_sweep() == 0 and sent == []
+    # until the queues have stayed short for the grace period
+    with services._broker_redis() as client:
+        assert 0 < client.ttl(services.BROKER_BACKLOG_KEY) <= 60
+        client.delete(services.BROKER_BACKLOG_KEY)
+    assert services.hub_sweep() == 1
+    assert sent == [("hub.deliver", {"delivery_id": overdue.pk}, None)]
