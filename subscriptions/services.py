@@ -9,7 +9,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from subscriptions import delivery, http, metrics, netguard, ratelimit, verification
@@ -58,6 +59,20 @@ OPERATOR_PAUSE_RECHECK_SECONDS = 3600
 PROBE_WINDOW_SECONDS = 60
 # Notifications re-sent to spread by one sweep; the next sweep takes the rest.
 SWEEP_LIMIT = 1000
+# A key the hub keeps in the broker's Redis database. Gone means the broker lost
+# its data (restarted empty, flushed): every sweep reads it (one GET), and the
+# sweep that finds it gone re-sends everything owed at once (hub_recover).
+BROKER_MARKER_KEY = "websubhub:broker-marker"
+BROKER_MARKER_OK = "ok"
+# While a recovery runs, the marker says so, for at most this many seconds (renewed
+# per batch): a recovery cut short by a crash ends with the key, and the next
+# sweep starts over.
+BROKER_MARKER_RECOVERING = "recovering"
+BROKER_RECOVERY_LEASE_SECONDS = 60
+# Present while a sweep saw a delivery queue longer than HUB_SWEEP_MAX_QUEUE within
+# the last grace period (it expires after it): the tail of a backlog is still queued
+# for a while after the queue got short, so no delivery is re-sent until then.
+BROKER_BACKLOG_KEY = "websubhub:sweep-backlog"
 
 
 class HubError(Exception):
@@ -364,16 +379,28 @@ def _deliveries_create_and_enqueue(notification_id: int, batch: list[Delivery]) 
             ).values_list("id", flat=True)
         )
         transaction.on_commit(lambda: deliveries_enqueue(ids))
+    parked = {d.subscription_id for d in batch if d.due_at > now}
+    if parked:
+        # Written after the subscriptions were read as paused: one that resumed
+        # since released its parked deliveries without these (see _delivery_park).
+        still_paused = Subscription.objects.filter(pk__in=parked, state=Subscription.State.PAUSED)
+        resumed = parked - set(still_paused.values_list("pk", flat=True))
+        if resumed:
+            _deliveries_release(Q(notification_id=notification_id, subscription_id__in=resumed))
     return len(ids)
 
 
-def deliveries_enqueue(ids: list[int], *, retries: dict[int, int] | None = None) -> None:
+def deliveries_enqueue(
+    ids: list[int], *, retries: dict[int, int] | None = None, countdowns: dict[int, float] | None = None
+) -> None:
     """Send one deliver task per id through a single producer connection.
 
     `retries` gives a delivery's attempts so far, so that a re-sent delivery
-    keeps its place in the backoff schedule and goes to the retry queue.
+    keeps its place in the backoff schedule and goes to the retry queue;
+    `countdowns` delays a delivery that is not due yet (seconds).
     """
     retries = retries or {}
+    countdowns = countdowns or {}
     # kombu's publish batch sends the messages to Redis in pipelines (1.8x faster
     # than one round trip each); other transports publish one by one.
     with celery_app.producer_or_acquire() as producer, producer.batch(max_size=SPREAD_BATCH):
@@ -385,6 +412,7 @@ def deliveries_enqueue(ids: list[int], *, retries: dict[int, int] | None = None)
                 producer=producer,
                 retries=done,
                 queue=RETRY_QUEUE if done else DELIVER_QUEUE,
+                countdown=countdowns.get(delivery_id),
             )
 
 
@@ -395,9 +423,20 @@ def hub_sweep() -> int:
     spread go to spread again, (un)subscribe requests still pending after it go
     to verification again, and pending deliveries whose due time is more than
     the grace period past go to deliver again. Every task is idempotent; a
-    delivery is only re-sent while its queue is short (a long queue most likely
-    still holds it) and at most once per grace period.
+    delivery is only re-sent once its queue has been short for a grace period (a
+    long queue most likely still holds it) and at most once per grace period.
+
+    First it reads the broker's marker: when the broker lost its data, this
+    sweep re-sends everything owed at once instead (hub_recover); while another
+    sweep does that, it does nothing.
     """
+    marker = broker_marker_read()
+    if marker is None:
+        if broker_recovery_claim():
+            return hub_recover()
+        return 0
+    if marker == BROKER_MARKER_RECOVERING:
+        return 0
     now = timezone.now()
     cutoff = now - timedelta(seconds=settings.HUB_SWEEP_GRACE_SECONDS)
     notification_ids = list(
@@ -416,7 +455,7 @@ def hub_sweep() -> int:
         for request_id in request_ids:
             celery_app.send_task("hub.verify", kwargs={"request_id": request_id}, producer=producer)
     delivery_retries: dict[int, int] = {}
-    if max(queue_depth(DELIVER_QUEUE), queue_depth(RETRY_QUEUE)) <= settings.HUB_SWEEP_MAX_QUEUE:
+    if _delivery_queues_stayed_short():
         delivery_retries = dict(
             Delivery.objects.filter(status=Delivery.Status.PENDING, due_at__lt=cutoff)
             .order_by("due_at")
@@ -434,6 +473,131 @@ def hub_sweep() -> int:
             len(delivery_retries),
         )
     return sent
+
+
+def _delivery_queues_stayed_short() -> bool:
+    """Whether the delivery queues are short now and were at every sweep of the last grace period.
+
+    A delivery overdue behind a long queue is most likely still in it, and so is
+    one at the tail of a backlog that just got short: re-sending it would queue a
+    second message. The memory of a long queue is kept in a Redis broker (another
+    broker: the queues now).
+    """
+    long = max(queue_depth(DELIVER_QUEUE), queue_depth(RETRY_QUEUE)) > settings.HUB_SWEEP_MAX_QUEUE
+    with _broker_redis() as client:
+        if client is None:
+            return not long
+        if long:
+            client.set(BROKER_BACKLOG_KEY, "1", ex=max(1, settings.HUB_SWEEP_GRACE_SECONDS))
+            return False
+        return not client.exists(BROKER_BACKLOG_KEY)
+
+
+@contextmanager
+def _broker_redis() -> Iterator[Any]:
+    """A client of the broker's own Redis database (kombu's connection settings), or None for another broker.
+
+    RabbitMQ keeps durable queues across restarts and the filesystem broker lives
+    on one machine's disk: the marker is only kept on Redis, the broker that loses
+    everything when it restarts without persistence.
+    """
+    with celery_app.pool.acquire(block=True) as connection:
+        if connection.transport.driver_type != "redis":
+            yield None
+            return
+        with connection.default_channel.conn_or_acquire() as client:
+            yield client
+
+
+def broker_marker_read() -> str | None:
+    """The broker's marker: "ok", "recovering", or None when it is gone ("ok" for a broker without one)."""
+    with _broker_redis() as client:
+        if client is None:
+            return BROKER_MARKER_OK
+        value = client.get(BROKER_MARKER_KEY)
+    return None if value is None else value.decode()
+
+
+def broker_recovery_claim() -> bool:
+    """Whether this sweep is the one to recover a broker that lost its marker (set-if-absent, with a lease)."""
+    with _broker_redis() as client:
+        if client is None:
+            return False
+        return bool(client.set(BROKER_MARKER_KEY, BROKER_MARKER_RECOVERING, nx=True, ex=BROKER_RECOVERY_LEASE_SECONDS))
+
+
+def _broker_recovery_renew(*, done: bool = False) -> bool:
+    """Renew the recovery's lease, or mark the broker recovered; False when the marker went meanwhile.
+
+    The broker lost its data again during the recovery: the marker stays gone,
+    so the next sweep recovers again.
+    """
+    with _broker_redis() as client:
+        if client is None:
+            return True
+        if done:
+            return bool(client.set(BROKER_MARKER_KEY, BROKER_MARKER_OK, xx=True))
+        return bool(client.set(BROKER_MARKER_KEY, BROKER_MARKER_RECOVERING, xx=True, ex=BROKER_RECOVERY_LEASE_SECONDS))
+
+
+def hub_recover() -> int:
+    """Re-send at once everything the database says is owed (the broker lost its messages); returns how many.
+
+    Every notification never spread goes to spread, every pending (un)subscribe
+    request to verification, and every pending delivery due before the grace
+    period ends to deliver (one not yet due with a countdown to its due time; a
+    later one is left to the regular sweep). No grace period and no queue length
+    check: a broker that lost its data holds none of this. Runs when a sweep finds
+    the marker gone, which is also the first sweep of a hub that never set it: that
+    once, deliveries still queued get a second message, which finds them settled
+    (they stand behind the first in the queue) and does nothing.
+    """
+    now = timezone.now()
+    horizon = now + timedelta(seconds=settings.HUB_SWEEP_GRACE_SECONDS)
+    notification_ids = list(Notification.objects.filter(spread_at__isnull=True).values_list("id", flat=True))
+    request_ids = list(
+        SubscriptionRequest.objects.filter(state=SubscriptionRequest.State.PENDING).values_list("id", flat=True)
+    )
+    with celery_app.producer_or_acquire() as producer:
+        for notification_id in notification_ids:
+            celery_app.send_task("hub.spread", kwargs={"notification_id": notification_id}, producer=producer)
+        for request_id in request_ids:
+            celery_app.send_task("hub.verify", kwargs={"request_id": request_id}, producer=producer)
+    deliveries = 0
+    rows = (
+        Delivery.objects.filter(status=Delivery.Status.PENDING, due_at__lte=horizon)
+        .order_by("due_at")
+        .values_list("id", "attempts", "due_at")
+        .iterator(chunk_size=SPREAD_BATCH)
+    )
+    batch: list[tuple[int, int, datetime]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= SPREAD_BATCH:
+            deliveries += _deliveries_resend(batch, now=now)
+            batch = []
+            _broker_recovery_renew()
+    deliveries += _deliveries_resend(batch, now=now)
+    recovered = _broker_recovery_renew(done=True)
+    logger.warning(
+        "the broker lost its data (marker gone): re-sent %s notifications to spread, %s requests to verification, "
+        "%s deliveries%s",
+        len(notification_ids),
+        len(request_ids),
+        deliveries,
+        "" if recovered else "; it lost them again meanwhile, the next sweep starts over",
+    )
+    return len(notification_ids) + len(request_ids) + deliveries
+
+
+def _deliveries_resend(rows: list[tuple[int, int, datetime]], *, now: datetime) -> int:
+    if rows:
+        deliveries_enqueue(
+            [delivery_id for delivery_id, _, _ in rows],
+            retries={delivery_id: attempts for delivery_id, attempts, _ in rows},
+            countdowns={delivery_id: (due - now).total_seconds() for delivery_id, _, due in rows if due > now},
+        )
+    return len(rows)
 
 
 def queue_depth(queue: str) -> int:
@@ -523,7 +687,13 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
             parked_until = max(
                 fresh or now + timedelta(seconds=OPERATOR_PAUSE_RECHECK_SECONDS), now + timedelta(seconds=1)
             )
-            _delivery_update(delivery_id, due_at=parked_until)
+            # Parked while paused and no probe is due: a probe's success or a resume releases it.
+            paused = Q(state=Subscription.State.PAUSED) & (
+                Q(resume_after__isnull=True) | Q(resume_after__gt=timezone.now())
+            )
+            if not _delivery_park(delivery_id, subscription_id=subscription.pk, until=parked_until, holds=paused):
+                logger.info("delivery %s sent: subscription %s resumed as it parked", delivery_id, subscription.pk)
+                return Reschedule(countdown=0, retry=False, reserved=reserved)
             logger.info("delivery %s parked: subscription %s is paused", delivery_id, subscription.pk)
             metrics.delivery_outcome("parked")
             return None
@@ -544,7 +714,11 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
             # The callback is failing and busy (likely hanging until the timeout):
             # park instead of asking again and again. Its next success (or a
             # resume, or the sweeper) sends what waits.
-            _delivery_update(delivery_id, due_at=now + timedelta(seconds=lease))
+            failing = Q(consecutive_failures__gt=0)
+            until = now + timedelta(seconds=lease)
+            if not _delivery_park(delivery_id, subscription_id=subscription.pk, until=until, holds=failing):
+                logger.info("delivery %s sent again: callback answered as it parked", delivery_id)
+                return Reschedule(countdown=0, retry=False, reserved=reserved)
             logger.info("delivery %s parked: failing callback has a request in flight", delivery_id)
             metrics.delivery_outcome("parked")
             return None
@@ -787,18 +961,33 @@ def subscription_resume(*, subscription: Subscription) -> int:
 
 
 def subscription_release_parked(*, subscription_id: int) -> int:
-    """Send every pending delivery of the subscription that waits for a later time (parked while paused)."""
-    now = timezone.now()
-    rows = dict(
-        Delivery.objects.filter(subscription_id=subscription_id, status=Delivery.Status.PENDING, due_at__gt=now)
-        .order_by("id")
-        .values_list("id", "attempts")
-    )
-    for start in range(0, len(rows), SPREAD_BATCH):
-        ids = list(rows)[start : start + SPREAD_BATCH]
-        Delivery.objects.filter(pk__in=ids, status=Delivery.Status.PENDING).update(due_at=now)
-        deliveries_enqueue(ids, retries={i: rows[i] for i in ids})
-    return len(rows)
+    """Send every pending delivery of the subscription that waits for a later time (parked while paused).
+
+    Callers change the subscription's state first and call this after, which is
+    what `_delivery_park` relies on. Rows are taken under a row lock and moved to
+    now, so a delivery that releases itself at the same time (its compare-and-set
+    on `due_at`) is sent once, by one of the two.
+    """
+    return _deliveries_release(Q(subscription_id=subscription_id))
+
+
+def _deliveries_release(which: Q) -> int:
+    """Move the pending deliveries matching `which` that wait for a later time to now and enqueue them."""
+    released = 0
+    while True:
+        now = timezone.now()
+        with transaction.atomic():
+            rows = dict(
+                Delivery.objects.select_for_update()
+                .filter(which, status=Delivery.Status.PENDING, due_at__gt=now)
+                .order_by("id")
+                .values_list("id", "attempts")[:SPREAD_BATCH]
+            )
+            if not rows:
+                return released
+            Delivery.objects.filter(pk__in=list(rows)).update(due_at=now, updated_at=now)
+            transaction.on_commit(lambda rows=rows: deliveries_enqueue(list(rows), retries=rows))
+        released += len(rows)
 
 
 def deliveries_replay(deliveries: QuerySet[Delivery], *, progress: Callable[[int, int], None] | None = None) -> int:
@@ -823,6 +1012,27 @@ def deliveries_replay(deliveries: QuerySet[Delivery], *, progress: Callable[[int
     if ids:
         logger.info("replaying %s failed deliveries", len(ids))
     return len(ids)
+
+
+def _delivery_park(delivery_id: int, *, subscription_id: int, until: datetime, holds: Q) -> bool:
+    """Park a pending delivery until `until` while its subscription matches `holds`; False: send it now.
+
+    Whatever ends the state that parks (a probe's success, an answer, a resume)
+    changes the subscription first and then releases the parked deliveries. A
+    delivery that read the old state and parked after that release would wait for
+    its due time. So the park is written first and the subscription read after:
+    either the release sees the park, or this read sees the new state, and then
+    the delivery takes itself back (compare-and-set on `due_at`, so it is not
+    sent twice when the release took it too) and the caller sends it now.
+    """
+    _delivery_update(delivery_id, due_at=until)
+    if Subscription.objects.filter(holds, pk=subscription_id).exists():
+        return True
+    taken = Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.PENDING, due_at=until).update(
+        due_at=timezone.now(), updated_at=timezone.now()
+    )
+    # Not taken: the release already sent it, or it is settled; either way nothing is parked.
+    return not taken
 
 
 def _delivery_update(delivery_id: int, **fields: Any) -> None:

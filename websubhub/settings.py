@@ -362,8 +362,10 @@ HUB_DELIVERY_RATE_LIMIT = env.str("HUB_DELIVERY_RATE_LIMIT", default="") or None
 # have lost (notifications never spread, requests never verified, deliveries past
 # due), in seconds; how late such work must be before it is re-sent; and the
 # queue length above which deliveries are not re-sent (the queue likely holds them).
+# Each sweep first reads the hub's marker in a Redis broker (one GET): a broker
+# that lost its data gets everything owed at once, so the interval is short.
 HUB_EXPIRE_INTERVAL = env.int("HUB_EXPIRE_INTERVAL", default=60)
-HUB_SWEEP_INTERVAL = env.int("HUB_SWEEP_INTERVAL", default=60)
+HUB_SWEEP_INTERVAL = env.int("HUB_SWEEP_INTERVAL", default=5)
 HUB_SWEEP_GRACE_SECONDS = env.int("HUB_SWEEP_GRACE_SECONDS", default=120)
 HUB_SWEEP_MAX_QUEUE = env.int("HUB_SWEEP_MAX_QUEUE", default=1_000)
 
