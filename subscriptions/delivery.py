@@ -12,7 +12,7 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
-from subscriptions import http
+from subscriptions import http, topics
 
 SIGNATURE_ALGORITHMS = ("sha1", "sha256", "sha384", "sha512")
 DELIVERY_ID_HEADER = "X-Hub-Delivery"
@@ -47,7 +47,9 @@ def signature_valid(secret: str, body: bytes, header: str) -> bool:
 
 
 def link_header(hub_url: str, topic: str) -> str:
-    return f'<{hub_url}>; rel="hub", <{topic}>; rel="self"'
+    """`Link` of a delivery; the targets are percent-encoded, so a topic stored before the rules
+    refused `>` and `"` still cannot add parameters or links of its own."""
+    return f'<{topics.link_target(hub_url)}>; rel="hub", <{topics.link_target(topic)}>; rel="self"'
 
 
 def standard_webhooks_key(secret: str) -> bytes:
