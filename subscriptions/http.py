@@ -146,51 +146,56 @@ def describe_error(exc: BaseException) -> str:
 
 
 class _Watch:
-    """The deadline of one request and the connections it used (a redirect adds one per hop)."""
+    """The deadline of one request and the sockets it used (a redirect adds one per hop)."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.due = time.monotonic() + seconds
         self.expired = False
         self._done = False
-        self._connections: list[Any] = []
+        self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         _watchdog().add(self)
 
     def use(self, connection: Any) -> None:
-        """The request is about to use (or has just connected) this connection."""
+        """The request is about to use (or has just connected) this connection.
+
+        The socket itself is kept, not the connection: http.client lets go of a
+        connection's socket (`sock = None`) while the body of a `Connection:
+        close` answer is still being read from it.
+        """
+        sock = getattr(connection, "sock", None)
+        if sock is None:
+            return
         with self._lock:
             if self._done:
                 return
-            if connection not in self._connections:
-                self._connections.append(connection)
+            if not any(kept is sock for kept in self._sockets):
+                self._sockets.append(sock)
             if self.expired:
-                _shutdown(connection)
+                _shutdown(sock)
 
     def expire(self) -> None:
         with self._lock:
             if self._done:
                 return
             self.expired = True
-            for connection in self._connections:
-                _shutdown(connection)
+            for sock in self._sockets:
+                _shutdown(sock)
 
     def finish(self) -> None:
-        # Under the lock: once finished, the watchdog never touches a connection
+        # Under the lock: once finished, the watchdog never touches a socket
         # that is back in the pool for the next request.
         with self._lock:
             self._done = True
-            self._connections.clear()
+            self._sockets.clear()
 
 
-def _shutdown(connection: Any) -> None:
-    sock = getattr(connection, "sock", None)
-    if sock is None:
-        return
+def _shutdown(sock: socket.socket) -> None:
     # The plain socket's shutdown, not SSLSocket's (which drops its TLS state
     # under the reading thread): a blocked read returns end-of-stream at once.
     # Never close here: the owning thread may be using the descriptor.
-    # OSError: already closed, or never connected.
+    # OSError: already closed.
     with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
