@@ -1,6 +1,12 @@
 """A subscriber's answer can never break the record of an attempt: odd bodies, absurd Retry-After, crashes."""
 
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from django.db import DataError
@@ -158,3 +164,50 @@ def test_an_answer_the_database_refuses_still_counts_as_a_failed_attempt(
     assert (attempt.status_code, attempt.error, attempt.response_body) == (500, "internal error", "")
     row = Delivery.objects.get(pk=pending.pk)
     assert (row.status, row.attempts, row.last_error) == (Delivery.Status.PENDING, 1, "internal error: DataError")
+
+
+# --- Topics that would add to the Link header, at the edges -----------------------------------
+
+LINK_BREAKING_TOPIC = 'LNK.A>;rel="self",<LNK.B'
+
+
+@pytest.mark.django_db
+def test_subscribe_to_a_topic_that_would_add_to_the_link_header_is_a_400_saying_why(client) -> None:
+    body = urlencode(
+        {"hub.mode": "subscribe", "hub.topic": LINK_BREAKING_TOPIC, "hub.callback": "https://sub.example/cb"}
+    )
+    response = client.post("/hub", body, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400
+    assert b"must be percent-encoded" in response.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("topic", [LINK_BREAKING_TOPIC, 'https://pub.example/feed>;rel="self"'])
+def test_publishing_a_topic_that_would_add_to_the_link_header_is_a_400_saying_why(client, topic) -> None:
+    response = client.post(
+        "/api/notifications/", json.dumps({"topic": topic, "content": {}}), content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert b"must be percent-encoded" in response.content
+    ping = urlencode({"hub.mode": "publish", "hub.url": topic})
+    response = client.post("/hub", ping, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400
+    assert b"must be percent-encoded" in response.content
+
+
+# --- The setting -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_total_timeout_that_is_not_positive_stops_the_hub_from_starting(value) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_HTTP_")}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**env, "HUB_HTTP_TOTAL_TIMEOUT": value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "HUB_HTTP_TOTAL_TIMEOUT must be > 0" in result.stderr
