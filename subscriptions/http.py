@@ -154,6 +154,7 @@ class _Watch:
         self.expired = False
         self._done = False
         self._sockets: list[socket.socket] = []
+        self._owned: list[socket.socket] = []
         self._lock = threading.Lock()
         _watchdog().add(self)
 
@@ -175,6 +176,17 @@ class _Watch:
             if self.expired:
                 _shutdown(sock)
 
+    def own(self, sock: socket.socket) -> None:
+        """Watch a socket this watch alone holds (closed when the request ends)."""
+        with self._lock:
+            if self._done:
+                sock.close()
+                return
+            self._owned.append(sock)
+            self._sockets.append(sock)
+            if self.expired:
+                _shutdown(sock)
+
     def expire(self) -> None:
         with self._lock:
             if self._done:
@@ -189,6 +201,9 @@ class _Watch:
         with self._lock:
             self._done = True
             self._sockets.clear()
+            for sock in self._owned:
+                sock.close()
+            self._owned.clear()
 
 
 def _shutdown(sock: socket.socket) -> None:
@@ -261,7 +276,15 @@ class _DeadlineHTTPConnection(_DeadlineConnectionMixin, netguard.GuardedHTTPConn
 
 
 class _DeadlineHTTPSConnection(_DeadlineConnectionMixin, netguard.GuardedHTTPSConnection):
-    pass
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        # The TLS handshake runs before `sock` is set, and wrapping detaches the
+        # plain socket: the watch keeps a duplicate descriptor, whose shutdown
+        # ends the same connection, so a peer dripping its handshake is cut too.
+        watch = getattr(_local, "watch", None)
+        if watch is not None:
+            watch.own(sock.dup())
+        return sock
 
 
 class _DeadlineHTTPConnectionPool(netguard.GuardedHTTPConnectionPool):

@@ -24,11 +24,15 @@ class DrippingServer:
 
     `headers_first=True` sends the status line and headers at once and drips
     only the body (no Content-Length, so a cut connection looks like the end of
-    the body); otherwise the status line itself is dripped.
+    the body); otherwise the status line itself is dripped. `raw=True` reads
+    nothing and drips `body` alone (a TLS handshake that never ends, say).
     """
 
-    def __init__(self, *, interval: float = 0.25, body: bytes = b"x" * 400, headers_first: bool = False) -> None:
+    def __init__(
+        self, *, interval: float = 0.25, body: bytes = b"x" * 400, headers_first: bool = False, raw: bool = False
+    ) -> None:
         self.interval = interval
+        self.raw = raw
         self.body = body
         self.headers_first = headers_first
         self.connections: list[Connection] = []
@@ -73,8 +77,11 @@ class DrippingServer:
         with contextlib.closing(sock):
             sock.settimeout(1.0)
             with contextlib.suppress(OSError):
-                self._read_request(sock)
-                if self.headers_first:
+                if not self.raw:
+                    self._read_request(sock)
+                if self.raw:
+                    answer = self.body
+                elif self.headers_first:
                     sock.sendall(head)
                     answer = self.body
                 else:

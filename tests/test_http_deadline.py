@@ -104,6 +104,19 @@ def test_topic_fetch_from_a_publisher_dripping_headers_ends_at_the_deadline(drip
     assert time.monotonic() - started < TOTAL + MARGIN
 
 
+def test_delivery_to_an_https_callback_dripping_its_tls_handshake_ends_at_the_deadline() -> None:
+    # a TLS record header announcing 16 kB of handshake, then one byte at a time
+    server = DrippingServer(interval=0.1, body=b"\x16\x03\x03\x40\x00" + b"\x00" * 1000, raw=True)
+    try:
+        url = f"https://127.0.0.1:{server.port}/cb"
+        result, took = _timed(delivery.post, url, b"{}", {"Content-Type": "application/json"})
+    finally:
+        server.close()
+    assert result.outcome is delivery.Outcome.RETRY
+    assert "HUB_HTTP_TOTAL_TIMEOUT" in result.error
+    assert took < TOTAL + MARGIN
+
+
 def test_the_hub_closes_its_side_of_a_dripping_connection_at_the_deadline(dripping_headers) -> None:
     delivery.post(dripping_headers.url("/cb"), b"{}", {})
     (connection,) = dripping_headers.connections
