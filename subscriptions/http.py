@@ -83,7 +83,12 @@ def total_timeout() -> float:
 
 
 def timeout() -> tuple[float, float]:
-    """(connect, read) seconds for every outbound request, neither longer than the total deadline."""
+    """(connect, read) seconds for every outbound request, neither longer than the total deadline.
+
+    The connect timeout also bounds the whole TLS handshake (CPython's ssl
+    module counts it across the handshake's reads), which runs before the
+    watchdog can see the connection's socket.
+    """
     total = total_timeout()
     return (min(settings.HUB_HTTP_CONNECT_TIMEOUT, total), min(settings.HUB_HTTP_READ_TIMEOUT, total))
 
@@ -154,7 +159,6 @@ class _Watch:
         self.expired = False
         self._done = False
         self._sockets: list[socket.socket] = []
-        self._owned: list[socket.socket] = []
         self._lock = threading.Lock()
         _watchdog().add(self)
 
@@ -176,17 +180,6 @@ class _Watch:
             if self.expired:
                 _shutdown(sock)
 
-    def own(self, sock: socket.socket) -> None:
-        """Watch a socket this watch alone holds (closed when the request ends)."""
-        with self._lock:
-            if self._done:
-                sock.close()
-                return
-            self._owned.append(sock)
-            self._sockets.append(sock)
-            if self.expired:
-                _shutdown(sock)
-
     def expire(self) -> None:
         with self._lock:
             if self._done:
@@ -201,9 +194,6 @@ class _Watch:
         with self._lock:
             self._done = True
             self._sockets.clear()
-            for sock in self._owned:
-                sock.close()
-            self._owned.clear()
 
 
 def _shutdown(sock: socket.socket) -> None:
@@ -276,15 +266,7 @@ class _DeadlineHTTPConnection(_DeadlineConnectionMixin, netguard.GuardedHTTPConn
 
 
 class _DeadlineHTTPSConnection(_DeadlineConnectionMixin, netguard.GuardedHTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        # The TLS handshake runs before `sock` is set, and wrapping detaches the
-        # plain socket: the watch keeps a duplicate descriptor, whose shutdown
-        # ends the same connection, so a peer dripping its handshake is cut too.
-        watch = getattr(_local, "watch", None)
-        if watch is not None:
-            watch.own(sock.dup())
-        return sock
+    pass
 
 
 class _DeadlineHTTPConnectionPool(netguard.GuardedHTTPConnectionPool):
