@@ -12,7 +12,7 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
-from subscriptions import http
+from subscriptions import http, topics
 
 SIGNATURE_ALGORITHMS = ("sha1", "sha256", "sha384", "sha512")
 DELIVERY_ID_HEADER = "X-Hub-Delivery"
@@ -20,6 +20,13 @@ DELIVERY_ID_HEADER = "X-Hub-Delivery"
 ERROR_BODY_CHARS = 500
 # Answers whose Retry-After header sets the earliest next attempt.
 RETRY_AFTER_STATUSES = (429, 503)
+# Longest Retry-After read as such (a year): anything longer says "much later",
+# and HUB_RETRY_AFTER_MAX caps it further; a subscriber's 400-digit value must
+# not overflow a float or a timedelta.
+RETRY_AFTER_CEILING_SECONDS = 366 * 24 * 3600
+# Control characters of an answer's body shown as U+FFFD: PostgreSQL text
+# cannot hold NUL, and the others garble logs and the admin (tab and newlines stay).
+_UNSTORABLE = {code: "\ufffd" for code in (*range(0x20), 0x7F) if chr(code) not in "\t\n\r"}
 
 
 def signature(secret: str, body: bytes, algorithm: str) -> str:
@@ -40,7 +47,9 @@ def signature_valid(secret: str, body: bytes, header: str) -> bool:
 
 
 def link_header(hub_url: str, topic: str) -> str:
-    return f'<{hub_url}>; rel="hub", <{topic}>; rel="self"'
+    """`Link` of a delivery; the targets are percent-encoded, so a topic stored before the rules
+    refused `>` and `"` still cannot add parameters or links of its own."""
+    return f'<{topics.link_target(hub_url)}>; rel="hub", <{topics.link_target(topic)}>; rel="self"'
 
 
 def standard_webhooks_key(secret: str) -> bytes:
@@ -110,26 +119,43 @@ class Result:
     retry_after: float | None = None
 
 
+def storable_text(raw: str | bytes, limit: int) -> str:
+    """At most `limit` characters of an answer's text, safe to store and log whatever the peer sent."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    # Lone surrogates (only from a str caller) cannot be encoded for the database either.
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return text[:limit].translate(_UNSTORABLE).strip()
+
+
 def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
-    """A Retry-After header (delay in seconds or an HTTP date) as seconds from now; None when absent or unreadable."""
+    """A Retry-After header (delay in seconds or an HTTP date) as seconds from now, at most a year.
+
+    None when absent or unreadable: a header the subscriber got wrong is no reason to fail the attempt's record.
+    """
     if not value:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return float(int(value))
+        # Compare digits before int(): a huge value overflows float() and int() refuses over 4300 digits.
+        digits = value.lstrip("0") or "0"
+        if len(digits) > len(str(RETRY_AFTER_CEILING_SECONDS)):
+            return float(RETRY_AFTER_CEILING_SECONDS)
+        return float(min(int(digits), RETRY_AFTER_CEILING_SECONDS))
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(max(0.0, seconds), float(RETRY_AFTER_CEILING_SECONDS))
 
 
 def classify(status_code: int, body_excerpt: str = "", retry_after: str | None = None) -> Result:
     """Any 2xx is delivered; 410 is gone; anything else (3xx included) is retried, after Retry-After on 429/503."""
     if 200 <= status_code < 300:
         return Result(Outcome.DELIVERED, status_code)
+    body_excerpt = storable_text(body_excerpt, ERROR_BODY_CHARS)
     if status_code == 410:
         return Result(Outcome.GONE, status_code, "410 Gone", body_excerpt)
     error = f"HTTP {status_code}"
@@ -142,23 +168,17 @@ def classify(status_code: int, body_excerpt: str = "", retry_after: str | None =
 def post(callback: str, body: bytes, request_headers: dict[str, str]) -> Result:
     """POST body to the exact callback URL; redirects are not followed (a 3xx is a failure)."""
     try:
-        response = http.session().post(
-            callback, data=body, headers=request_headers, timeout=http.timeout(), allow_redirects=False, stream=True
+        # A little of any answer is read: the excerpt of a failure is kept, and a
+        # small success body is drained so the connection can be reused.
+        reply = http.request(
+            "POST",
+            callback,
+            data=body,
+            headers=request_headers,
+            allow_redirects=False,
+            body_limit=ERROR_BODY_CHARS * 4,
         )
     except requests.RequestException as exc:
         return Result(Outcome.RETRY, None, http.describe_error(exc))
-    with response:
-        # Read a little of any answer: the excerpt of a failure is kept, and a
-        # small success body is drained so the connection can be reused.
-        excerpt = _excerpt(response)
-        if 200 <= response.status_code < 300:
-            excerpt = ""
-        return classify(response.status_code, excerpt, response.headers.get("Retry-After"))
-
-
-def _excerpt(response: requests.Response) -> str:
-    try:
-        chunk = next(response.iter_content(ERROR_BODY_CHARS * 4), b"")
-    except requests.RequestException:
-        return ""
-    return chunk.decode("utf-8", "replace")[:ERROR_BODY_CHARS].strip()
+    excerpt = "" if 200 <= reply.status_code < 300 else storable_text(reply.body, ERROR_BODY_CHARS)
+    return classify(reply.status_code, excerpt, reply.headers.get("Retry-After"))

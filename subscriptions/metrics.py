@@ -53,7 +53,7 @@ VERIFICATION_OUTCOMES = ("verified", "failed", "denied")
 # Publish to delivered spans queueing, rate limits and retries: from tens of
 # milliseconds on a quiet hub to a day of retries (seconds).
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
-# One POST: bounded by HUB_HTTP_CONNECT_TIMEOUT + HUB_HTTP_READ_TIMEOUT (seconds).
+# One POST: bounded by HUB_HTTP_TOTAL_TIMEOUT (seconds).
 ATTEMPT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # Up to this many subscriptions /metrics counts them exactly (one GROUP BY);
 # above it, on PostgreSQL, it takes the planner's estimate, which costs nothing.

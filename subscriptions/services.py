@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -47,7 +47,7 @@ DELIVER_QUEUE = "hub.deliver"
 # stand in front of first attempts to healthy ones.
 RETRY_QUEUE = "hub.deliver.retry"
 # A place among a callback's requests in flight is held at most the HTTP
-# timeouts plus this (seconds), and a delivery that found no place looks again
+# total timeout plus this (seconds), and a delivery that found no place looks again
 # within this many seconds.
 IN_FLIGHT_LEASE_MARGIN = 5.0
 IN_FLIGHT_RECHECK_SECONDS = 1.0
@@ -617,22 +617,18 @@ def topic_fetch_and_publish(*, topic: str) -> Notification:
     """
     limit = settings.HUB_MAX_CONTENT_BYTES
     try:
-        response = http.session().get(topic, timeout=http.timeout(), allow_redirects=True, stream=True)
+        # The body of a failed fetch is not needed; one larger than the limit is refused.
+        reply = http.request(
+            "GET", topic, allow_redirects=True, body_limit=lambda status: limit if 200 <= status < 300 else 0
+        )
     except requests.RequestException as exc:
         raise DeliveryFailed(f"fetching {topic}: {http.describe_error(exc)}") from None
-    with response:
-        if not 200 <= response.status_code < 300:
-            raise DeliveryFailed(f"fetching {topic}: HTTP {response.status_code}")
-        body = bytearray()
-        try:
-            for chunk in response.iter_content(64 * 1024):
-                body.extend(chunk)
-                if len(body) > limit:
-                    raise HubError(f"topic content is larger than HUB_MAX_CONTENT_BYTES ({limit} bytes)", 413)
-        except requests.RequestException as exc:
-            raise DeliveryFailed(f"fetching {topic}: {http.describe_error(exc)}") from None
-        content_type = response.headers.get("Content-Type", "application/octet-stream")
-    return notification_publish(topic=topic, content=bytes(body), content_type=content_type)
+    if not 200 <= reply.status_code < 300:
+        raise DeliveryFailed(f"fetching {topic}: HTTP {reply.status_code}")
+    if reply.truncated:
+        raise HubError(f"topic content is larger than HUB_MAX_CONTENT_BYTES ({limit} bytes)", 413)
+    content_type = reply.headers.get("Content-Type", "application/octet-stream")
+    return notification_publish(topic=topic, content=reply.body, content_type=content_type)
 
 
 # --- Delivering ---------------------------------------------------------------------------
@@ -702,7 +698,7 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
     # hanging subscriber holds a few worker threads, not the pool.
     # A callback whose last attempts failed (often: hung until the timeout) gets
     # one request at a time until it answers again.
-    lease = settings.HUB_HTTP_CONNECT_TIMEOUT + settings.HUB_HTTP_READ_TIMEOUT + IN_FLIGHT_LEASE_MARGIN
+    lease = http.total_timeout() + IN_FLIGHT_LEASE_MARGIN
     cap = settings.HUB_CALLBACK_MAX_IN_FLIGHT
     if cap > 0 and subscription.consecutive_failures:
         cap = 1
@@ -752,23 +748,58 @@ def _delivery_send(
     if payload is None:  # the notification was deleted with its deliveries
         return None
     body = payload.content
-    request_headers = delivery.headers(
-        content_type=payload.content_type,
-        hub_url=settings.HUB_URL,
-        topic=payload.topic,
-        delivery_id=str(row.uuid),
-        body=body,
-        secret=subscription.secret,
-        algorithm=settings.HUB_SIGNATURE_ALGORITHM,
-        standard_webhooks=subscription.standard_webhooks,
-    )
     attempt = row.attempts + 1
     started = timezone.now()
     clock = time.monotonic()
-    # The thread's database connection goes back to the pool while the callback
-    # answers (up to the HTTP timeouts): threads outnumber pooled connections.
-    connection_release()
-    result = delivery.post(row.callback, body, request_headers)
+    try:
+        request_headers = delivery.headers(
+            content_type=payload.content_type,
+            hub_url=settings.HUB_URL,
+            topic=payload.topic,
+            delivery_id=str(row.uuid),
+            body=body,
+            secret=subscription.secret,
+            algorithm=settings.HUB_SIGNATURE_ALGORITHM,
+            standard_webhooks=subscription.standard_webhooks,
+        )
+        # The thread's database connection goes back to the pool while the callback
+        # answers (up to the HTTP timeouts): threads outnumber pooled connections.
+        connection_release()
+        result = delivery.post(row.callback, body, request_headers)
+    except Exception as exc:
+        # Whatever broke, the attempt is recorded and retried with backoff.
+        logger.exception("delivery %s of notification %s: attempt %s broke", delivery_id, row.notification_id, attempt)
+        result = delivery.Result(delivery.Outcome.RETRY, None, f"internal error: {type(exc).__name__}")
+    try:
+        return _attempt_record(
+            row, subscription, result, probing=probing, attempt=attempt, started=started, clock=clock
+        )
+    except (DeliveryFailed, OperationalError, InterfaceError):
+        raise
+    except Exception as exc:
+        # Recording what the subscriber answered failed (an answer the database
+        # refused, say): record a bare failed attempt instead, so that retries,
+        # backoff and the pause still apply rather than the sweeper re-sending
+        # the same delivery for ever.
+        logger.exception(
+            "delivery %s of notification %s: recording attempt %s failed", delivery_id, row.notification_id, attempt
+        )
+        bare = delivery.Result(delivery.Outcome.RETRY, result.status_code, f"internal error: {type(exc).__name__}")
+        return _attempt_record(row, subscription, bare, probing=probing, attempt=attempt, started=started, clock=clock)
+
+
+def _attempt_record(
+    row: Delivery,
+    subscription: Subscription,
+    result: delivery.Result,
+    *,
+    probing: bool,
+    attempt: int,
+    started: datetime,
+    clock: float,
+) -> Reschedule | None:
+    """Record one attempt's outcome: the attempt row, the delivery's status or next try, the subscription's health."""
+    delivery_id = row.pk
     metrics.delivery_attempted(time.monotonic() - clock)
     duration_ms = int((time.monotonic() - clock) * 1000)
     done = timezone.now()

@@ -13,10 +13,17 @@ that would receive it (one per leading run of segments), so matching is one
 indexed `key IN (...)` query.
 """
 
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 MAX_TOPIC_LENGTH = 2048
 WILDCARD_SUFFIX = ".*"
+# ASCII characters that cannot appear unencoded in a URI (RFC 3986), so neither
+# in the `<...>` target of a Link header: `>` and `"` would let a topic add its
+# own parameters to the header (`<A>;rel="self",<B>`). Refused in any topic.
+UNSAFE_LINK_CHARACTERS = frozenset('<>"{}|\\^`')
+# Kept as they are when a Link target is percent-encoded: RFC 3986's reserved
+# characters and `%` (a topic's own escapes stay as they were).
+_LINK_TARGET_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 
 class InvalidTopic(ValueError):
@@ -39,6 +46,16 @@ def _check_common(topic: str) -> None:
         raise InvalidTopic(f"hub.topic is longer than {MAX_TOPIC_LENGTH} characters")
     if has_space_or_control(topic):
         raise InvalidTopic("hub.topic contains whitespace or control characters")
+    unsafe = sorted(UNSAFE_LINK_CHARACTERS.intersection(topic))
+    if unsafe:
+        shown = " ".join(unsafe)
+        raise InvalidTopic(f"hub.topic contains characters that must be percent-encoded in a URL: {shown}")
+
+
+def link_target(uri: str) -> str:
+    """uri as it may stand between `<` and `>` in a Link header: anything a URI cannot hold unencoded,
+    non-ASCII included, percent-encoded (UTF-8), so no stored value can end the target early."""
+    return quote(uri, safe=_LINK_TARGET_SAFE)
 
 
 def _check_url(topic: str) -> None:

@@ -35,28 +35,24 @@ def callback_url(callback: str, params: dict[str, str]) -> str:
 def verify(callback: str, params: dict[str, str], challenge: str) -> Answer:
     """GET the callback; verified only on a 2xx whose body is exactly the challenge."""
     try:
-        response = http.session().get(
-            callback_url(callback, params), timeout=http.timeout(), allow_redirects=False, stream=True
+        reply = http.request(
+            "GET", callback_url(callback, params), body_limit=MAX_CHALLENGE_ANSWER_BYTES, allow_redirects=False
         )
     except requests.RequestException as exc:
         return Answer(False, None, http.describe_error(exc))
-    with response:
-        try:
-            body = response.raw.read(MAX_CHALLENGE_ANSWER_BYTES + 1, decode_content=True)
-        except Exception as exc:  # noqa: BLE001 - any read failure is a failed verification
-            return Answer(False, response.status_code, f"could not read the answer: {type(exc).__name__}")
-    if not 200 <= response.status_code < 300:
-        return Answer(False, response.status_code, f"callback answered HTTP {response.status_code}")
-    if body != challenge.encode("ascii"):
-        return Answer(False, response.status_code, "callback did not echo hub.challenge")
-    return Answer(True, response.status_code, "")
+    if not 200 <= reply.status_code < 300:
+        return Answer(False, reply.status_code, f"callback answered HTTP {reply.status_code}")
+    if reply.truncated or reply.body != challenge.encode("ascii"):
+        return Answer(False, reply.status_code, "callback did not echo hub.challenge")
+    return Answer(True, reply.status_code, "")
 
 
 def notify_denied(callback: str, topic: str, reason: str) -> Answer:
     """Tell the subscriber its subscription was denied (`hub.mode=denied`); the answer is informative only."""
     params = {"hub.mode": "denied", "hub.topic": topic, "hub.reason": reason}
     try:
-        response = http.session().get(callback_url(callback, params), timeout=http.timeout(), allow_redirects=False)
+        # The answer's body means nothing here: none of it is read.
+        reply = http.request("GET", callback_url(callback, params), body_limit=0, allow_redirects=False)
     except requests.RequestException as exc:
         return Answer(False, None, http.describe_error(exc))
-    return Answer(200 <= response.status_code < 300, response.status_code, "")
+    return Answer(200 <= reply.status_code < 300, reply.status_code, "")

@@ -34,6 +34,7 @@ WORKER_ENV = {
     "HUB_RETRY_BACKOFF_MAX": "2",
     "HUB_HTTP_CONNECT_TIMEOUT": "2",
     "HUB_HTTP_READ_TIMEOUT": "3",
+    "HUB_HTTP_TOTAL_TIMEOUT": "4",
     "HUB_TOPIC_DENYLIST": r"^https?://denied\.example/",
     "HUB_EXPIRE_INTERVAL": "1",
     "HUB_SWEEP_INTERVAL": "1",

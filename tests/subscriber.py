@@ -22,6 +22,8 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float = field(default_factory=time.monotonic)
+    # (address, port) of the hub's end: the same for requests on one kept-alive connection.
+    peer: tuple[str, int] = ("", 0)
 
     def param(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -35,6 +37,7 @@ class Answer:
     status: int = 204
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    body: bytes = b""
 
 
 @dataclass
@@ -104,6 +107,7 @@ class Subscriber:
                     query=parse_qs(parts.query, keep_blank_values=True),
                     headers=dict(self.headers.items()),
                     body=body,
+                    peer=self.client_address[:2],
                 )
                 with subscriber.lock:
                     subscriber.received.append(item)
@@ -148,7 +152,7 @@ class Subscriber:
                     time.sleep(answer.delay)
                 # OSError: the hub gave up on this request (timeout, or its worker was killed).
                 with contextlib.suppress(OSError):
-                    self._answer(answer.status, b"", answer.headers)
+                    self._answer(answer.status, answer.body, answer.headers)
 
         return Handler
 

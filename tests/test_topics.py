@@ -8,6 +8,7 @@ from subscriptions.topics import (
     MAX_TOPIC_LENGTH,
     InvalidTopic,
     is_url_topic,
+    link_target,
     matches,
     publish_keys,
     subscription_key,
@@ -235,3 +236,60 @@ def test_url_topic_of_another_scheme_is_refused(topic):
         subscription_key(topic)
     with pytest.raises(InvalidTopic, match="http:// or https://"):
         publish_keys(topic)
+
+
+# --- Characters a Link target cannot hold ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        'LNK.A>;rel="self",<LNK.B',
+        "https://example.com/a>b",
+        "https://example.com/<a",
+        'https://example.com/"quoted"',
+        "https://example.com/{x}",
+        "https://example.com/a|b",
+        "https://example.com/a\\b",
+        "https://example.com/a^b",
+        "https://example.com/a`b",
+        "UN.CEFACT<",
+    ],
+)
+def test_topic_with_a_character_a_link_target_cannot_hold_is_refused(topic):
+    with pytest.raises(InvalidTopic, match="must be percent-encoded"):
+        subscription_key(topic)
+    with pytest.raises(InvalidTopic, match="must be percent-encoded"):
+        publish_keys(topic)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["https://example.com/a%3Eb", "https://ex.com/a,b;c?x=1&y=[2]#f", "https://ex.com/~u/é", "UN.CEFACT.TRADE"],
+)
+def test_topic_with_only_uri_characters_or_non_ascii_is_accepted(topic):
+    assert subscription_key(topic)
+    assert publish_keys(topic)
+
+
+@pytest.mark.parametrize(
+    ("target", "sent"),
+    [
+        ("UN.CEFACT.TRADE", "UN.CEFACT.TRADE"),
+        ("https://ex.com/a,b;c?x=1&y=%20#f", "https://ex.com/a,b;c?x=1&y=%20#f"),
+        ('LNK.A>;rel="self",<LNK.B', "LNK.A%3E;rel=%22self%22,%3CLNK.B"),
+        ("https://ex.com/é/日本", "https://ex.com/%C3%A9/%E6%97%A5%E6%9C%AC"),
+        ("https://ex.com/a b", "https://ex.com/a%20b"),
+    ],
+)
+def test_link_target_percent_encodes_what_a_uri_cannot_hold(target, sent):
+    assert link_target(target) == sent
+
+
+def test_a_stored_topic_cannot_add_a_self_link_of_its_own():
+    from subscriptions.delivery import link_header
+    from websubhub.client import parse_link_header
+
+    value = link_header("http://hub.test/hub", 'LNK.A>;rel="self",<LNK.B')
+    assert value == '<http://hub.test/hub>; rel="hub", <LNK.A%3E;rel=%22self%22,%3CLNK.B>; rel="self"'
+    assert parse_link_header(value) == {"hub": "http://hub.test/hub", "self": "LNK.A%3E;rel=%22self%22,%3CLNK.B"}

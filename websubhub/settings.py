@@ -296,6 +296,12 @@ HUB_ALLOWED_PORTS = env.str("HUB_ALLOWED_PORTS", default="80,443,1024-65535")
 # Outbound HTTP (verification, delivery, topic fetch): seconds.
 HUB_HTTP_CONNECT_TIMEOUT = env.float("HUB_HTTP_CONNECT_TIMEOUT", default=5.0)
 HUB_HTTP_READ_TIMEOUT = env.float("HUB_HTTP_READ_TIMEOUT", default=10.0)
+# The read timeout bounds each socket read, so a peer dripping a byte at a time
+# holds a thread for ever: every outbound request, headers and body included,
+# also ends at this wall-clock deadline.
+HUB_HTTP_TOTAL_TIMEOUT = env.float("HUB_HTTP_TOTAL_TIMEOUT", default=HUB_HTTP_CONNECT_TIMEOUT + HUB_HTTP_READ_TIMEOUT)
+if not HUB_HTTP_CONNECT_TIMEOUT > 0 or not HUB_HTTP_READ_TIMEOUT > 0 or not HUB_HTTP_TOTAL_TIMEOUT > 0:
+    raise ImproperlyConfigured("HUB_HTTP_CONNECT_TIMEOUT, HUB_HTTP_READ_TIMEOUT and HUB_HTTP_TOTAL_TIMEOUT must be > 0")
 
 # Largest content the hub accepts or fetches for one notification (bytes), and
 # the largest request body it reads at all (413 above it).

@@ -19,8 +19,10 @@ from subscriptions.topics import MAX_TOPIC_LENGTH
 # follows the schema is never refused; the rules themselves run in
 # subscriptions/ and say precisely what is wrong.
 _NO_SPACE = r"[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_URL = r"[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,200})(?:[/?][\u0021-\u007e]*)?"
-_SEGMENT = _NO_SPACE + r".*:]+"
+# Printable ASCII but the characters a Link target cannot hold (topics.UNSAFE_LINK_CHARACTERS).
+_URI_CHAR = r"[\u0021\u0023-\u003b\u003d\u003f-\u005b\u005d\u005f\u0061-\u007a\u007e]"
+_URL = r"[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,200})(?:[/?]" + _URI_CHAR + "*)?"
+_SEGMENT = _NO_SPACE + r'.*:<>"{}|\\^`]+'
 TOPIC_PATTERN = rf"^(?:{_URL}|{_SEGMENT}(?:\.{_SEGMENT})*(?:\.\*)?)$"
 PUBLISH_TOPIC_PATTERN = rf"^(?:{_URL}|{_SEGMENT}(?:\.{_SEGMENT})*)$"
 _PORT = (
