@@ -27,7 +27,7 @@ from urllib.request import Request, urlopen
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "RUNTIME.CHECK"
-SECRET = "runtime-check-secret"
+SECRET = "runtime-check-secret"  # noqa: S105 (the check's own throwaway subscription)
 # Start-up on two shared cores: Django, gunicorn's workers, Celery and beat.
 START_TIMEOUT = 90.0
 # Subscribe-to-active and publish-to-delivered, each.
@@ -115,10 +115,8 @@ class Process:
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait()
@@ -134,7 +132,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http(method: str, url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def http(
+    method: str, url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     request = Request(url, data=data, method=method, headers=headers or {})  # noqa: S310 (http://127.0.0.1 only)
     try:
         with urlopen(request, timeout=10) as answer:  # noqa: S310
@@ -211,7 +211,7 @@ def check_broker(label: str, broker_env: dict[str, str], database_url: str, work
     manage(env, "migrate", "--noinput", "--verbosity", "0")
     token = manage(env, "hub_token", "runtime-check", "--publish", "--manage").split()[-1]
     # Messages a failed earlier run left in this broker would reach this run's worker.
-    purged = subprocess.run(  # noqa: S603 (our own fixed command line)
+    purged = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "websubhub", "purge", "-f"],
         cwd=ROOT,
         env=env,
@@ -220,19 +220,21 @@ def check_broker(label: str, broker_env: dict[str, str], database_url: str, work
         timeout=120,
     )
     if purged.returncode != 0:
-        raise CheckFailed(f"celery purge failed (is the broker up?):\n{purged.stdout}{purged.stderr}")
+        raise CheckFailed(f"celery purge failed:\n{purged.stdout}{purged.stderr}")
     subscriber = Subscriber()
+    web_args = ["--bind", f"127.0.0.1:{port}", "--workers", "2", "--access-logfile", "-"]
+    # A node name of its own: a worker of a development run on this host is celery@host.
+    worker_args = ["-n", f"runtime-check-{label}-{os.getpid()}@%h"]
     web = Process(
         "web",
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "websubhub.wsgi:application"]
-        + ["--bind", f"127.0.0.1:{port}", "--workers", "2", "--access-logfile", "-"],
+        # As the Procfile starts it.
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "websubhub.wsgi:application", *web_args],
         env,
         var / "web.log",
     )
     worker = Process(
         "worker",
-        [sys.executable, "-m", "celery", "-A", "websubhub", "worker", "-B", "--loglevel", "INFO"]
-        + ["-n", f"runtime-check-{label}-{os.getpid()}@%h"],
+        [sys.executable, "-m", "celery", "-A", "websubhub", "worker", "-B", "--loglevel", "INFO", *worker_args],
         env,
         var / "worker.log",
     )
