@@ -3,6 +3,7 @@
 Bind address and worker count stay on the command line.
 """
 
+import logging
 import os
 from pathlib import Path
 
@@ -37,6 +38,12 @@ logconfig_dict = {
 # over. Each hub keeps its own under its var directory (settings.VAR_DIR, same
 # default). https://gunicorn.org/reference/settings/#control_socket
 control_socket = str(Path(os.environ.get("HUB_VAR_DIR") or Path(__file__).resolve().parent / "var") / "gunicorn.ctl")
+
+
+def post_worker_init(worker: object) -> None:
+    """Without --access-logfile, no access lines: the logconfig_dict above alone would turn them on."""
+    if worker.cfg.accesslog is None:  # type: ignore[attr-defined]
+        logging.getLogger("gunicorn.access").disabled = True
 
 
 def child_exit(server: object, worker: object) -> None:

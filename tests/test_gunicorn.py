@@ -1,4 +1,4 @@
-"""gunicorn.conf.py: each hub's web server keeps its control socket under its own var directory."""
+"""gunicorn.conf.py: each hub's web server keeps its control socket under its own var directory; access lines."""
 
 import os
 import socket
@@ -69,3 +69,25 @@ def test_two_hubs_on_one_machine_keep_separate_control_sockets_under_their_var_d
             process.terminate()
             process.wait(timeout=20)
             log.close()
+
+
+def test_without_access_logfile_gunicorn_writes_no_access_lines(tmp_path: Path) -> None:
+    # given the web server started without --access-logfile (bench/run does)
+    port = _free_port()
+    log_path = tmp_path / "web.log"
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "websubhub.wsgi:application"]
+    command += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--no-control-socket"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            # when it serves requests
+            wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="gunicorn")
+            _answers(f"http://127.0.0.1:{port}/healthz")
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    # then it logged its own lines but none for the requests
+    text = log_path.read_text()
+    assert "gunicorn.error" in text
+    assert "GET /healthz" not in text
+    assert "gunicorn.access" not in text
