@@ -3,7 +3,11 @@
 Bind address and worker count stay on the command line.
 """
 
+import logging
 import os
+from pathlib import Path
+
+from websubhub.logformat import LOG_FORMATTERS, log_format
 
 # Threads per web worker: a request spends much of its time waiting on
 # PostgreSQL and Redis, so each worker process serves several at once
@@ -11,23 +15,35 @@ import os
 threads = int(os.environ.get("HUB_WEB_THREADS", "4"))
 worker_class = "gthread" if threads > 1 else "sync"
 
-# Gunicorn's own lines (its error log and the access log) in the hub's format:
-# with HUB_LOG_FORMAT=json, one JSON object per line like Django's.
-if os.environ.get("HUB_LOG_FORMAT", "plain").lower() == "json":
-    logconfig_dict = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "websubhub.logformat.JsonFormatter"}},
-        "handlers": {
-            "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
-            "error_console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
-        },
-        "root": {"level": "INFO", "handlers": ["console"]},
-        "loggers": {
-            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
-            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
-        },
-    }
+# Gunicorn's own lines (its error log and the access log) in the hub's format
+# (HUB_LOG_FORMAT, websubhub/logformat.py): "time level logger message" in plain
+# text, one JSON object per line in json; to standard error like every other line.
+_log_format = log_format(os.environ.get("HUB_LOG_FORMAT") or "plain")
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {_log_format: LOG_FORMATTERS[_log_format]},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": _log_format, "stream": "ext://sys.stderr"},
+    },
+    "root": {"level": "INFO", "handlers": ["console"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+    },
+}
+
+# Gunicorn's control socket (gunicornc) defaults to ~/.gunicorn/gunicorn.ctl, one
+# path for every instance of a user: a second hub on the machine would take it
+# over. Each hub keeps its own under its var directory (settings.VAR_DIR, same
+# default). https://gunicorn.org/reference/settings/#control_socket
+control_socket = str(Path(os.environ.get("HUB_VAR_DIR") or Path(__file__).resolve().parent / "var") / "gunicorn.ctl")
+
+
+def post_worker_init(worker: object) -> None:
+    """Without --access-logfile, no access lines: the logconfig_dict above alone would turn them on."""
+    if worker.cfg.accesslog is None:  # type: ignore[attr-defined]
+        logging.getLogger("gunicorn.access").disabled = True
 
 
 def child_exit(server: object, worker: object) -> None:

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -133,6 +134,38 @@ def test_gunicorn_with_the_project_config_logs_every_line_as_json(tmp_path: Path
     assert {"gunicorn.error", "gunicorn.access", "django.request"} <= loggers, lines
     assert all({"time", "level", "logger", "message"} <= set(entry) for entry in lines)
     assert any("GET /healthz" in entry["message"] for entry in lines if entry["logger"] == "gunicorn.access")
+
+
+# The plain format: "time level logger message", the time as logging's asctime.
+PLAIN_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+) \S")
+
+
+def test_gunicorn_with_the_project_config_logs_every_line_in_the_plain_format(tmp_path: Path) -> None:
+    # given the web server as the Procfile starts it, in the default (plain) format
+    port = _free_port()
+    out, err = tmp_path / "out", tmp_path / "err"
+    env = {**os.environ, "HUB_LOG_FORMAT": "plain"}
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "websubhub.wsgi:application"]
+    command += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--access-logfile", "-", "--no-control-socket"]
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=stdout, stderr=stderr)
+        try:
+            # when it serves a request and a request for a missing page
+            wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="gunicorn")
+            _answers(f"http://127.0.0.1:{port}/missing")
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    # then every line it wrote, its own, its access lines and Django's, is "time level logger message"
+    lines = [line for line in (out.read_text() + err.read_text()).splitlines() if line.strip()]
+    matches = [PLAIN_LINE.match(line) for line in lines]
+    assert all(matches), [line for line, match in zip(lines, matches, strict=True) if not match]
+    by_logger = {}
+    for line, match in zip(lines, matches, strict=True):
+        by_logger.setdefault(match.group(2), []).append(line)
+    assert {"gunicorn.error", "gunicorn.access", "django.request"} <= set(by_logger), lines
+    assert any('"GET /healthz' in line for line in by_logger["gunicorn.access"])
+    assert any("Listening at" in line for line in by_logger["gunicorn.error"])
 
 
 def _answers(url: str) -> bool:

@@ -1,4 +1,4 @@
-"""JSON log lines (HUB_LOG_FORMAT=json): one object per record, for log shippers that parse fields.
+"""The hub's log line formats (HUB_LOG_FORMAT): plain text, or JSON lines for log shippers that parse fields.
 
 Named logformat, not logging, so that `import logging` inside this package
 still finds the standard library.
@@ -8,6 +8,22 @@ import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
+
+# The hub's two line formats (HUB_LOG_FORMAT), for logging.config.dictConfig: Django's
+# LOGGING (settings.py) and gunicorn's logconfig_dict (gunicorn.conf.py) both use them.
+LOG_FORMATTERS: dict[str, dict[str, str]] = {
+    "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    "json": {"()": "websubhub.logformat.JsonFormatter"},
+}
+
+
+def log_format(value: str) -> str:
+    """The HUB_LOG_FORMAT value, checked: "plain" or "json"."""
+    name = value.strip().lower()
+    if name not in LOG_FORMATTERS:
+        raise ValueError("HUB_LOG_FORMAT must be plain or json")
+    return name
+
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`
 # (or a library such as Celery's task formatter) and is written as a field.

@@ -486,16 +486,16 @@ CELERY_TASK_QUEUES = tuple(Queue(name, Exchange("hub", type="direct"), routing_k
 
 # One line per record: "plain" text, or "json", one object per line with time,
 # level, logger, message and any extra fields (websubhub/logformat.py).
-HUB_LOG_FORMAT = env.str("HUB_LOG_FORMAT", default="plain").lower()
-if HUB_LOG_FORMAT not in ("plain", "json"):
-    raise ImproperlyConfigured("HUB_LOG_FORMAT must be plain or json")
+from websubhub.logformat import LOG_FORMATTERS, log_format  # noqa: E402
+
+try:
+    HUB_LOG_FORMAT = log_format(env.str("HUB_LOG_FORMAT", default="plain"))
+except ValueError as error:
+    raise ImproperlyConfigured(str(error)) from error
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "websubhub.logformat.JsonFormatter"},
-    },
+    "formatters": LOG_FORMATTERS,
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": HUB_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("HUB_LOG_LEVEL", default="INFO")},
     "loggers": {
