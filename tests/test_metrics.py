@@ -67,6 +67,28 @@ def test_metrics_dir_is_under_the_var_dir_and_set_for_prometheus_client() -> Non
         assert settings.HUB_METRICS_DIR == settings.VAR_DIR / "metrics"
 
 
+def test_metrics_dir_defaults_to_metrics_under_the_var_dir(tmp_path: Path) -> None:
+    # (scripts/test gives each run a HUB_METRICS_DIR of its own, so the default is checked in a fresh process)
+    env = {k: v for k, v in os.environ.items() if k not in ("HUB_METRICS_DIR", "PROMETHEUS_MULTIPROC_DIR")}
+    env["HUB_VAR_DIR"] = str(tmp_path)
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os; from websubhub import settings; "
+            "print(settings.HUB_METRICS_DIR); print(os.environ['PROMETHEUS_MULTIPROC_DIR'])",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.split() == [str(tmp_path / "metrics")] * 2
+    assert (tmp_path / "metrics").is_dir()
+
+
 @pytest.mark.django_db
 def test_metrics_serves_prometheus_text_with_every_metric_and_label() -> None:
     response = Client().get("/metrics")
@@ -103,6 +125,29 @@ def test_publishing_a_notification_increments_notifications_accepted() -> None:
     services.notification_publish(topic="orders.created", content=b"{}", content_type="application/json")
     services.notification_publish(topic="orders.created", content=b"{}", content_type="application/json")
     assert _value(_scrape(), "websubhub_notifications_accepted_total") == before + 2
+
+
+@pytest.mark.django_db
+def test_a_second_test_run_in_the_same_checkout_leaves_this_runs_metric_files_alone() -> None:
+    # given a count this process wrote to its metric file
+    services.notification_publish(topic="metrics.second-run", content=b"{}", content_type="application/json")
+    before = _value(_scrape(), "websubhub_notifications_accepted_total")
+    assert before >= 1
+    # when a second scripts/test starts in this checkout, as from another shell (collect-only: it runs no test).
+    # scripts/test used to empty $HUB_VAR_DIR/metrics, which is this run's directory too: this process's
+    # file was unlinked while it kept counting into it, and /metrics lost its counts for good.
+    env = {k: v for k, v in os.environ.items() if k not in ("HUB_METRICS_DIR", "PROMETHEUS_MULTIPROC_DIR")}
+    second = subprocess.run(
+        [str(ROOT / "scripts" / "test"), "-p", "no:cacheprovider", "--collect-only", "-q", "tests/test_topics.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    # then this run's counters still show on /metrics
+    assert _value(_scrape(), "websubhub_notifications_accepted_total") == before
 
 
 @pytest.mark.django_db
