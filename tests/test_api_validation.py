@@ -413,3 +413,50 @@ def test_every_api_refusal_has_the_same_json_shape(client):
         assert isinstance(response.json()["detail"], str) and response.json()["detail"]
     assert set(invalid.json()["errors"]) == {"topic", "content"}
     assert "empty segment" in invalid.json()["detail"]
+
+
+# --- PATCH /api/subscriptions/<id>/: only the writable fields ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "fragment"),
+    [
+        ({"topic": "other.topic"}, "topic", "topic cannot be changed"),
+        ({"callback": "http://elsewhere.example/cb"}, "callback", "callback cannot be changed"),
+        ({"state": "expired", "rate_limit": "5/s"}, "state", "state cannot be changed"),
+        ({"colour": "blue"}, "colour", "colour is not a field of a subscription"),
+    ],
+)
+def test_patch_of_a_field_that_cannot_be_changed_is_refused_naming_it_and_the_writable_ones(
+    client, payload, field, fragment
+):
+    # given
+    subscription = SubscriptionFactory(topic="a.b", callback="http://sub.example/cb")
+    # when
+    response = client.patch(
+        f"/api/subscriptions/{subscription.pk}/", data=json.dumps(payload), content_type="application/json"
+    )
+    # then
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert fragment in body["errors"][field][0]
+    assert "rate_limit, standard_webhooks" in body["errors"][field][0]
+    assert fragment in body["detail"]
+    subscription.refresh_from_db()
+    assert (subscription.topic, subscription.callback, subscription.state, subscription.rate_limit) == (
+        "a.b",
+        "http://sub.example/cb",
+        Subscription.State.ACTIVE,
+        "",
+    )
+
+
+def test_patch_of_the_writable_fields_still_works(client):
+    subscription = SubscriptionFactory()
+    response = client.patch(
+        f"/api/subscriptions/{subscription.pk}/",
+        data=json.dumps({"rate_limit": "5/s", "standard_webhooks": True}),
+        content_type="application/json",
+    )
+    assert response.status_code == 200, response.content
+    assert (response.json()["rate_limit"], response.json()["standard_webhooks"]) == ("5/s", True)

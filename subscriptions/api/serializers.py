@@ -72,6 +72,10 @@ class NotificationSerializer(serializers.ModelSerializer):
         return self.context["delivery_counts"]
 
 
+# What PATCH /api/subscriptions/<id>/ may change; everything else is the subscriber's or the hub's.
+SUBSCRIPTION_WRITABLE_FIELDS = ("rate_limit", "standard_webhooks")
+
+
 class SubscriptionSerializer(serializers.ModelSerializer):
     has_secret = serializers.BooleanField(read_only=True)
 
@@ -97,12 +101,27 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
-        read_only_fields = [name for name in fields if name not in ("rate_limit", "standard_webhooks")]
+        read_only_fields = [name for name in fields if name not in SUBSCRIPTION_WRITABLE_FIELDS]
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
         fields["rate_limit"].validators.append(_pattern(RATE_PATTERN, 'a rate like "100/10s", or "" or "off"'))
         return fields
+
+    def to_internal_value(self, data: object) -> dict:
+        # DRF drops read-only and unknown fields silently: a PATCH of `topic` would answer 200 and change nothing.
+        if isinstance(data, dict):
+            writable = ", ".join(SUBSCRIPTION_WRITABLE_FIELDS)
+            refused = {
+                str(name): [f"{name} cannot be changed; the writable fields are {writable}"]
+                if name in self.fields
+                else [f"{name} is not a field of a subscription; the writable fields are {writable}"]
+                for name in data
+                if name not in SUBSCRIPTION_WRITABLE_FIELDS
+            }
+            if refused:
+                raise serializers.ValidationError(refused)
+        return super().to_internal_value(data)
 
     def validate_rate_limit(self, value: str) -> str:
         try:
