@@ -3,6 +3,8 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from subscriptions.api.errors import refusal_body
+
 
 class RequestSizeLimitMiddleware:
     """Refuse a body larger than HUB_MAX_REQUEST_BYTES with 413 before anything reads it."""
@@ -24,5 +26,5 @@ class RequestSizeLimitMiddleware:
 
 def _refuse(request: HttpRequest, status: int, message: str) -> HttpResponse:
     if request.path.startswith("/api/"):
-        return JsonResponse({"detail": message}, status=status)
+        return JsonResponse(refusal_body(message), status=status)
     return HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")

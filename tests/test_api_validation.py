@@ -3,7 +3,10 @@
 import json
 
 import pytest
+from django.test import Client
 
+from subscriptions import services
+from subscriptions.api.errors import hub_error_response
 from subscriptions.models import Delivery, Notification, Subscription, SubscriptionRequest
 from tests.factories import DeliveryFactory, NotificationFactory, SubscriptionFactory
 from websubhub.celery import app as celery_app
@@ -460,3 +463,85 @@ def test_patch_of_the_writable_fields_still_works(client):
     )
     assert response.status_code == 200, response.content
     assert (response.json()["rate_limit"], response.json()["standard_webhooks"]) == ("5/s", True)
+
+
+# --- Refusals name JSON fields and always carry `errors` -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "field", "message"),
+    [
+        (
+            "/api/subscriptions/",
+            {"topic": "a.b", "callback": "ftp://sub.example/cb"},
+            "callback",
+            "callback must be an http:// or https:// URL",
+        ),
+        ("/api/subscriptions/", {"topic": "a.b", "callback": "http://"}, "callback", "callback URL has no host"),
+        (
+            "/api/subscriptions/",
+            {"topic": "a.b", "callback": "http://sub.example/cb", "secret": "s" * 250},
+            "secret",
+            "secret must be shorter than 200 bytes",
+        ),
+        (
+            "/api/subscriptions/",
+            {"topic": "a..b", "callback": "http://sub.example/cb"},
+            "topic",
+            "topic has an empty segment",
+        ),
+        ("/api/notifications/", {"topic": "a..b", "content": 1}, "topic", "topic has an empty segment"),
+    ],
+)
+def test_api_refusals_from_the_hub_rules_name_the_json_field_not_the_form_field(client, path, payload, field, message):
+    response = post_json(client, path, payload)
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert list(body["errors"]) == [field]
+    assert body["errors"][field][0].startswith(message)
+    assert message in body["detail"]
+    assert "hub." not in response.content.decode()
+    assert not SubscriptionRequest.objects.exists()
+
+
+def test_api_refusal_about_no_single_field_goes_under_non_field_errors():
+    response = hub_error_response(services.HubError("there is no subscription of this callback to this topic", 404))
+    assert response.data == {
+        "detail": "there is no subscription of this callback to this topic",
+        "errors": {"non_field_errors": ["there is no subscription of this callback to this topic"]},
+    }
+
+
+def _delivered_delivery_retry_path() -> str:
+    return f"/api/deliveries/{DeliveryFactory(status=Delivery.Status.DELIVERED).pk}/retry"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("get", "/api/subscriptions/999/", {}, 404),
+        ("get", "/api/nothing-here/", {}, 404),
+        ("get", "/api/notifications/", {}, 405),
+        ("post", "/api/notifications/", {"data": "x", "content_type": "text/plain"}, 415),
+        ("post", "/api/notifications/", {"data": "{not json", "content_type": "application/json"}, 400),
+        ("post", "/api/notifications/", {"data": "[]", "content_type": "application/json"}, 400),
+        ("post", "/api/notifications/", {"data": "{}", "content_type": "application/json", "anonymous": True}, 401),
+        ("post", "delivered", {}, 409),
+    ],
+)
+def test_every_api_refusal_has_detail_and_errors(client, method, path, kwargs, status):
+    if path == "delivered":
+        path = _delivered_delivery_retry_path()
+    caller = Client() if kwargs.pop("anonymous", False) else client
+    response = getattr(caller, method)(path, **kwargs)
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["detail"]
+    assert body["errors"] and all(isinstance(messages, list) and messages for messages in body["errors"].values())
+
+
+def test_api_refusal_of_an_oversized_body_has_errors_too(client, settings):
+    settings.HUB_MAX_REQUEST_BYTES = 100
+    response = post_json(client, "/api/notifications/", {"topic": "a.b", "content": "x" * 200})
+    assert response.status_code == 413
+    assert response.json()["errors"] == {"non_field_errors": [response.json()["detail"]]}

@@ -4,6 +4,7 @@ from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from subscriptions import ratelimit, services
+from subscriptions.api.errors import hub_error_for_api
 from subscriptions.models import (
     MAX_CALLBACK_LENGTH,
     Delivery,
@@ -57,7 +58,7 @@ class NotificationCreateSerializer(serializers.Serializer):
         try:
             services.topic_keys_for_publish(value)
         except services.HubError as exc:
-            raise serializers.ValidationError(exc.message) from None
+            raise serializers.ValidationError(hub_error_for_api(exc)[1]) from None
         return value
 
 
@@ -209,8 +210,7 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField(help_text="what was wrong, in a sentence")
     errors = serializers.DictField(
         child=serializers.ListField(child=serializers.CharField()),
-        required=False,
-        help_text="for invalid input: each field's messages",
+        help_text='each field\'s messages; "non_field_errors" for what concerns the request as a whole',
     )
 
 
