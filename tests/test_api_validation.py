@@ -545,3 +545,45 @@ def test_api_refusal_of_an_oversized_body_has_errors_too(client, settings):
     response = post_json(client, "/api/notifications/", {"topic": "a.b", "content": "x" * 200})
     assert response.status_code == 413
     assert response.json()["errors"] == {"non_field_errors": [response.json()["detail"]]}
+
+
+# --- Text that is not valid Unicode: a lone surrogate spelled as a JSON escape -----------------
+
+# The JSON escape of a lone surrogate, put where each document says LONE: the parser turns it into a str
+# that UTF-8 cannot encode.
+LONE = "\\udc00"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "document", "field"),
+    [
+        ("post", "/api/notifications/", '{"topic": "a.b", "content": {"LONE": 1}}', "content"),
+        ("post", "/api/notifications/", '{"topic": "a.b", "content": {"x": [1, {"y": "aLONEb"}]}}', "content"),
+        ("post", "/api/notifications/", '{"topic": "a.LONE", "content": 1}', "topic"),
+        ("post", "/api/subscriptions/", '{"topic": "a.b", "callback": "http://s.example/LONE"}', "callback"),
+        ("post", "/api/subscriptions/", '{"topic": "aLONE", "callback": "http://s.example/"}', "topic"),
+        (
+            "post",
+            "/api/subscriptions/",
+            '{"topic": "a.b", "callback": "http://s.example/", "secret": "LONE"}',
+            "secret",
+        ),
+        ("post", "/api/subscriptions/", '{"topic": "a.b", "LONE": 1}', "non_field_errors"),
+        ("post", "/api/notifications/", '["LONE"]', "non_field_errors"),
+        ("patch", "subscription", '{"rate_limit": "5/sLONE"}', "rate_limit"),
+    ],
+)
+def test_json_holding_a_lone_surrogate_is_a_400_naming_the_field(client, method, path, document, field):
+    if path == "subscription":
+        path = f"/api/subscriptions/{SubscriptionFactory().pk}/"
+    document = document.replace("LONE", LONE)
+    # when
+    response = getattr(client, method)(path, data=document.encode("ascii"), content_type="application/json")
+    # then
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert list(body["errors"]) == [field]
+    assert "not valid Unicode: a lone surrogate (\\udc00)" in body["errors"][field][0]
+    assert not Notification.objects.exists()
+    assert not SubscriptionRequest.objects.exists()
+    assert not Subscription.objects.exclude(rate_limit="").exists()

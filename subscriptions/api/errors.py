@@ -5,16 +5,18 @@ maps each field the refusal concerns (or "non_field_errors") to its messages,
 naming fields as the JSON API does (`callback`, never the form's `hub.callback`).
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from subscriptions.services import HubError
+if TYPE_CHECKING:
+    from subscriptions.services import HubError
 
-NON_FIELD = "non_field_errors"
+NON_FIELD = api_settings.NON_FIELD_ERRORS_KEY
 # The services name fields as the /hub form does; the JSON API's names for the same fields.
 JSON_FIELD_NAMES = {
     "hub.mode": "mode",
@@ -33,7 +35,7 @@ def _flatten(errors: Any, prefix: str = "") -> list[str]:
     return [f"{prefix}{errors}"]
 
 
-def hub_error_for_api(exc: HubError) -> tuple[str, str]:
+def hub_error_for_api(exc: "HubError") -> tuple[str, str]:
     """The JSON field a HubError concerns and its message, both naming the field as the JSON API does."""
     if exc.field in JSON_FIELD_NAMES:
         name = JSON_FIELD_NAMES[exc.field]
@@ -49,7 +51,7 @@ def refusal(detail: str, status: int, field: str = NON_FIELD) -> Response:
     return Response(refusal_body(detail, field), status=status)
 
 
-def hub_error_response(exc: HubError) -> Response:
+def hub_error_response(exc: "HubError") -> Response:
     field, message = hub_error_for_api(exc)
     return refusal(message, exc.status, field)
 
