@@ -1,19 +1,34 @@
+import io
 from collections.abc import Callable
 
 from django.conf import settings
+from django.core.handlers.wsgi import LimitedStream, WSGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from subscriptions.api.errors import refusal_body
 
+# Bytes read from the server per call while reading a chunked body.
+CHUNKED_READ_SIZE = 65_536
+
 
 class RequestSizeLimitMiddleware:
-    """Refuse a body larger than HUB_MAX_REQUEST_BYTES with 413 before anything reads it."""
+    """Refuse a body larger than HUB_MAX_REQUEST_BYTES with 413 before anything reads it.
+
+    A body sent with Transfer-Encoding: chunked has no Content-Length, and Django reads
+    wsgi.input only up to CONTENT_LENGTH: it would look empty. When the server has decoded
+    the chunking and ends the stream at the body's end (gunicorn: wsgi.input_terminated),
+    read it here, up to the same limit, and hand Django a body of known length.
+    """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         limit = settings.HUB_MAX_REQUEST_BYTES
+        if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower() and isinstance(request, WSGIRequest):
+            refusal = _read_chunked(request, limit)
+            if refusal is not None:
+                return refusal
         raw = request.META.get("CONTENT_LENGTH") or "0"
         try:
             length = int(raw)
@@ -22,6 +37,34 @@ class RequestSizeLimitMiddleware:
         if length > limit:
             return _refuse(request, 413, f"the request body is larger than HUB_MAX_REQUEST_BYTES ({limit} bytes)")
         return self.get_response(request)
+
+
+def _read_chunked(request: WSGIRequest, limit: int) -> HttpResponse | None:
+    """Read a chunked body into memory (at most limit bytes); a refusal when it is too long or unreadable."""
+    environ = request.environ
+    if not environ.get("wsgi.input_terminated"):
+        # Reading to the end of a stream the server does not end would wait for the client to close.
+        return _refuse(
+            request,
+            411,
+            "this server cannot read a chunked request body: send a Content-Length header",
+        )
+    stream = environ["wsgi.input"]
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        # One byte over the limit is enough to know the body is too large.
+        part = stream.read(min(CHUNKED_READ_SIZE, limit + 1 - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    if size > limit:
+        return _refuse(request, 413, f"the request body is larger than HUB_MAX_REQUEST_BYTES ({limit} bytes)")
+    body = b"".join(parts)
+    request.META["CONTENT_LENGTH"] = str(len(body))
+    request._stream = LimitedStream(io.BytesIO(body), len(body))
+    return None
 
 
 def _refuse(request: HttpRequest, status: int, message: str) -> HttpResponse:
