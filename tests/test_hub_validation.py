@@ -461,3 +461,11 @@ def test_callback_validate_refuses_bad_callbacks(callback, fragment):
     with pytest.raises(services.HubError, match=fragment) as exc_info:
         services.callback_validate(callback)
     assert exc_info.value.status == 400
+
+
+def test_a_chunked_body_on_a_server_that_does_not_end_the_stream_gets_411_saying_why(client):
+    # Django's own server (and its test client) sets no wsgi.input_terminated: reading to the end would hang.
+    response = client.post(
+        "/hub", data=urlencode(subscribe_fields()), content_type=FORM, headers={"Transfer-Encoding": "chunked"}
+    )
+    assert_refused(response, 411, "chunked", "Content-Length")
