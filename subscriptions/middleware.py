@@ -54,7 +54,10 @@ def _read_chunked(request: WSGIRequest, limit: int) -> HttpResponse | None:
     size = 0
     while size <= limit:
         # One byte over the limit is enough to know the body is too large.
-        part = stream.read(min(CHUNKED_READ_SIZE, limit + 1 - size))
+        try:
+            part = stream.read(min(CHUNKED_READ_SIZE, limit + 1 - size))
+        except Exception as exc:  # noqa: BLE001 - the server's own parse errors share no narrower base
+            return _refuse(request, 400, f"the chunked request body is malformed ({type(exc).__name__})")
         if not part:
             break
         parts.append(part)

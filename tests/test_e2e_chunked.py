@@ -173,3 +173,20 @@ def test_a_chunked_body_exactly_at_the_limit_is_not_refused_for_its_size(web: We
     # then the topic rules answer, not the size limit
     assert response.status_code == 400, (response.text, web.log_tail())
     assert "hub.topic is longer than" in response.text
+
+
+def test_a_malformed_chunked_body_is_a_400_not_a_500(web: WebProcess) -> None:
+    # given a chunk size that is not hexadecimal, sent on a raw socket (no client library sends this)
+    request = (
+        b"POST /hub HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhub.m\r\nzz\r\nnot a size\r\n0\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    # then
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1.1 400"), (answer[:500], web.log_tail())
+    assert not SubscriptionRequest.objects.exists()

@@ -65,7 +65,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # 401, 403, 404, 405, 415, 429, a parse error: about the request as a whole.
         response.data = refusal_body(str(data["detail"]))
         return response
-    errors = data if isinstance(data, dict) else {"non_field_errors": data}
+    errors = data if isinstance(data, dict) else {NON_FIELD: data}
     response.data = {"detail": "invalid request: " + "; ".join(_flatten(data)), "errors": errors}
     return response
 
