@@ -76,12 +76,17 @@ BROKER_BACKLOG_KEY = "websubhub:sweep-backlog"
 
 
 class HubError(Exception):
-    """A request the hub refuses; `status` is the 4xx to answer with and the message says why."""
+    """A request the hub refuses; `status` is the 4xx to answer with and the message says why.
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    `field` is the form field it concerns (hub.callback), named in the message as /hub
+    spells it; the JSON API answers under its own name for the field (see api/errors.py).
+    """
+
+    def __init__(self, message: str, status: int = 400, *, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.field = field
 
 
 class DeliveryFailed(Exception):
@@ -95,7 +100,9 @@ def lease_seconds_parse(raw: str) -> int:
     """hub.lease_seconds as sent in a form: a positive whole number of seconds."""
     raw = raw.strip()
     if not raw.isascii() or not raw.isdigit() or int(raw) <= 0:
-        raise HubError(f"hub.lease_seconds must be a positive whole number of seconds, not {raw[:40]!r}")
+        raise HubError(
+            f"hub.lease_seconds must be a positive whole number of seconds, not {raw[:40]!r}", field="hub.lease_seconds"
+        )
     return int(raw)
 
 
@@ -108,46 +115,46 @@ def lease_clamp(requested: int | None) -> int:
 
 def callback_validate(callback: str) -> None:
     if not callback:
-        raise HubError("hub.callback is empty")
+        raise HubError("hub.callback is empty", field="hub.callback")
     if len(callback) > MAX_CALLBACK_LENGTH:
-        raise HubError(f"hub.callback is longer than {MAX_CALLBACK_LENGTH} characters")
+        raise HubError(f"hub.callback is longer than {MAX_CALLBACK_LENGTH} characters", field="hub.callback")
     if has_space_or_control(callback):
-        raise HubError("hub.callback contains whitespace or control characters")
+        raise HubError("hub.callback contains whitespace or control characters", field="hub.callback")
     try:
         parts = urlsplit(callback)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise HubError(f"hub.callback is not a valid URL: {exc}") from None
+        raise HubError(f"hub.callback is not a valid URL: {exc}", field="hub.callback") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise HubError("hub.callback must be an http:// or https:// URL")
+        raise HubError("hub.callback must be an http:// or https:// URL", field="hub.callback")
     if not parts.hostname:
-        raise HubError("hub.callback URL has no host")
+        raise HubError("hub.callback URL has no host", field="hub.callback")
     try:
         netguard.check_url_with_settings(callback)
     except netguard.ForbiddenDestination as exc:
-        raise HubError(f"hub.callback refused: {exc}") from None
+        raise HubError(f"hub.callback refused: {exc}", field="hub.callback") from None
 
 
 def secret_validate(secret: str) -> None:
     if len(secret.encode("utf-8")) > MAX_SECRET_BYTES:
-        raise HubError(f"hub.secret must be shorter than 200 bytes (at most {MAX_SECRET_BYTES})")
+        raise HubError(f"hub.secret must be shorter than 200 bytes (at most {MAX_SECRET_BYTES})", field="hub.secret")
     if "\x00" in secret:
         # PostgreSQL text cannot hold NUL: storing it would be a 500, not a 400.
-        raise HubError("hub.secret cannot contain a NUL character")
+        raise HubError("hub.secret cannot contain a NUL character", field="hub.secret")
 
 
 def topic_key_for_subscription(topic: str) -> str:
     try:
         return subscription_key(topic)
     except InvalidTopic as exc:
-        raise HubError(str(exc)) from None
+        raise HubError(str(exc), field="hub.topic") from None
 
 
 def topic_keys_for_publish(topic: str) -> list[str]:
     try:
         return publish_keys(topic)
     except InvalidTopic as exc:
-        raise HubError(str(exc)) from None
+        raise HubError(str(exc), field="hub.topic") from None
 
 
 @lru_cache(maxsize=8)
@@ -179,13 +186,13 @@ def subscription_request(
     Nothing about the subscription changes here: only a verified request does.
     """
     if mode not in SubscriptionRequest.Mode.values:
-        raise HubError(f"hub.mode must be subscribe, unsubscribe or publish, not {mode[:40]!r}")
+        raise HubError(f"hub.mode must be subscribe, unsubscribe or publish, not {mode[:40]!r}", field="hub.mode")
     topic_key = topic_key_for_subscription(topic)
     callback_validate(callback)
     if mode == SubscriptionRequest.Mode.SUBSCRIBE:
         secret_validate(secret)
         if lease_seconds is not None and lease_seconds <= 0:
-            raise HubError("hub.lease_seconds must be a positive whole number of seconds")
+            raise HubError("hub.lease_seconds must be a positive whole number of seconds", field="hub.lease_seconds")
     else:
         # WebSub §5.1: lease and secret mean nothing to an unsubscribe.
         lease_seconds, secret = None, ""
@@ -313,7 +320,11 @@ def notification_publish(*, topic: str, content: bytes, content_type: str) -> No
     """
     topic_keys_for_publish(topic)
     if len(content) > settings.HUB_MAX_CONTENT_BYTES:
-        raise HubError(f"content is larger than HUB_MAX_CONTENT_BYTES ({settings.HUB_MAX_CONTENT_BYTES} bytes)", 413)
+        raise HubError(
+            f"content is larger than HUB_MAX_CONTENT_BYTES ({settings.HUB_MAX_CONTENT_BYTES} bytes)",
+            413,
+            field="content",
+        )
     with transaction.atomic():
         notification = Notification.objects.create(topic=topic, content=content, content_type=content_type)
         notification_id = notification.pk

@@ -3,7 +3,10 @@
 import json
 
 import pytest
+from django.test import Client
 
+from subscriptions import services
+from subscriptions.api.errors import hub_error_response
 from subscriptions.models import Delivery, Notification, Subscription, SubscriptionRequest
 from tests.factories import DeliveryFactory, NotificationFactory, SubscriptionFactory
 from websubhub.celery import app as celery_app
@@ -413,3 +416,174 @@ def test_every_api_refusal_has_the_same_json_shape(client):
         assert isinstance(response.json()["detail"], str) and response.json()["detail"]
     assert set(invalid.json()["errors"]) == {"topic", "content"}
     assert "empty segment" in invalid.json()["detail"]
+
+
+# --- PATCH /api/subscriptions/<id>/: only the writable fields ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "fragment"),
+    [
+        ({"topic": "other.topic"}, "topic", "topic cannot be changed"),
+        ({"callback": "http://elsewhere.example/cb"}, "callback", "callback cannot be changed"),
+        ({"state": "expired", "rate_limit": "5/s"}, "state", "state cannot be changed"),
+        ({"colour": "blue"}, "colour", "colour is not a field of a subscription"),
+    ],
+)
+def test_patch_of_a_field_that_cannot_be_changed_is_refused_naming_it_and_the_writable_ones(
+    client, payload, field, fragment
+):
+    # given
+    subscription = SubscriptionFactory(topic="a.b", callback="http://sub.example/cb")
+    # when
+    response = client.patch(
+        f"/api/subscriptions/{subscription.pk}/", data=json.dumps(payload), content_type="application/json"
+    )
+    # then
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert fragment in body["errors"][field][0]
+    assert "rate_limit, standard_webhooks" in body["errors"][field][0]
+    assert fragment in body["detail"]
+    subscription.refresh_from_db()
+    assert (subscription.topic, subscription.callback, subscription.state, subscription.rate_limit) == (
+        "a.b",
+        "http://sub.example/cb",
+        Subscription.State.ACTIVE,
+        "",
+    )
+
+
+def test_patch_of_the_writable_fields_still_works(client):
+    subscription = SubscriptionFactory()
+    response = client.patch(
+        f"/api/subscriptions/{subscription.pk}/",
+        data=json.dumps({"rate_limit": "5/s", "standard_webhooks": True}),
+        content_type="application/json",
+    )
+    assert response.status_code == 200, response.content
+    assert (response.json()["rate_limit"], response.json()["standard_webhooks"]) == ("5/s", True)
+
+
+# --- Refusals name JSON fields and always carry `errors` -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "field", "message"),
+    [
+        (
+            "/api/subscriptions/",
+            {"topic": "a.b", "callback": "ftp://sub.example/cb"},
+            "callback",
+            "callback must be an http:// or https:// URL",
+        ),
+        ("/api/subscriptions/", {"topic": "a.b", "callback": "http://"}, "callback", "callback URL has no host"),
+        (
+            "/api/subscriptions/",
+            {"topic": "a.b", "callback": "http://sub.example/cb", "secret": "s" * 250},
+            "secret",
+            "secret must be shorter than 200 bytes",
+        ),
+        (
+            "/api/subscriptions/",
+            {"topic": "a..b", "callback": "http://sub.example/cb"},
+            "topic",
+            "topic has an empty segment",
+        ),
+        ("/api/notifications/", {"topic": "a..b", "content": 1}, "topic", "topic has an empty segment"),
+    ],
+)
+def test_api_refusals_from_the_hub_rules_name_the_json_field_not_the_form_field(client, path, payload, field, message):
+    response = post_json(client, path, payload)
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert list(body["errors"]) == [field]
+    assert body["errors"][field][0].startswith(message)
+    assert message in body["detail"]
+    assert "hub." not in response.content.decode()
+    assert not SubscriptionRequest.objects.exists()
+
+
+def test_api_refusal_about_no_single_field_goes_under_non_field_errors():
+    response = hub_error_response(services.HubError("there is no subscription of this callback to this topic", 404))
+    assert response.data == {
+        "detail": "there is no subscription of this callback to this topic",
+        "errors": {"non_field_errors": ["there is no subscription of this callback to this topic"]},
+    }
+
+
+def _delivered_delivery_retry_path() -> str:
+    return f"/api/deliveries/{DeliveryFactory(status=Delivery.Status.DELIVERED).pk}/retry"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("get", "/api/subscriptions/999/", {}, 404),
+        ("get", "/api/nothing-here/", {}, 404),
+        ("get", "/api/notifications/", {}, 405),
+        ("post", "/api/notifications/", {"data": "x", "content_type": "text/plain"}, 415),
+        ("post", "/api/notifications/", {"data": "{not json", "content_type": "application/json"}, 400),
+        ("post", "/api/notifications/", {"data": "[]", "content_type": "application/json"}, 400),
+        ("post", "/api/notifications/", {"data": "{}", "content_type": "application/json", "anonymous": True}, 401),
+        ("post", "delivered", {}, 409),
+    ],
+)
+def test_every_api_refusal_has_detail_and_errors(client, method, path, kwargs, status):
+    if path == "delivered":
+        path = _delivered_delivery_retry_path()
+    caller = Client() if kwargs.pop("anonymous", False) else client
+    response = getattr(caller, method)(path, **kwargs)
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["detail"]
+    assert body["errors"] and all(isinstance(messages, list) and messages for messages in body["errors"].values())
+
+
+def test_api_refusal_of_an_oversized_body_has_errors_too(client, settings):
+    settings.HUB_MAX_REQUEST_BYTES = 100
+    response = post_json(client, "/api/notifications/", {"topic": "a.b", "content": "x" * 200})
+    assert response.status_code == 413
+    assert response.json()["errors"] == {"non_field_errors": [response.json()["detail"]]}
+
+
+# --- Text that is not valid Unicode: a lone surrogate spelled as a JSON escape -----------------
+
+# The JSON escape of a lone surrogate, put where each document says LONE: the parser turns it into a str
+# that UTF-8 cannot encode.
+LONE = "\\udc00"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "document", "field"),
+    [
+        ("post", "/api/notifications/", '{"topic": "a.b", "content": {"LONE": 1}}', "content"),
+        ("post", "/api/notifications/", '{"topic": "a.b", "content": {"x": [1, {"y": "aLONEb"}]}}', "content"),
+        ("post", "/api/notifications/", '{"topic": "a.LONE", "content": 1}', "topic"),
+        ("post", "/api/subscriptions/", '{"topic": "a.b", "callback": "http://s.example/LONE"}', "callback"),
+        ("post", "/api/subscriptions/", '{"topic": "aLONE", "callback": "http://s.example/"}', "topic"),
+        (
+            "post",
+            "/api/subscriptions/",
+            '{"topic": "a.b", "callback": "http://s.example/", "secret": "LONE"}',
+            "secret",
+        ),
+        ("post", "/api/subscriptions/", '{"topic": "a.b", "LONE": 1}', "non_field_errors"),
+        ("post", "/api/notifications/", '["LONE"]', "non_field_errors"),
+        ("patch", "subscription", '{"rate_limit": "5/sLONE"}', "rate_limit"),
+    ],
+)
+def test_json_holding_a_lone_surrogate_is_a_400_naming_the_field(client, method, path, document, field):
+    if path == "subscription":
+        path = f"/api/subscriptions/{SubscriptionFactory().pk}/"
+    document = document.replace("LONE", LONE)
+    # when
+    response = getattr(client, method)(path, data=document.encode("ascii"), content_type="application/json")
+    # then
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert list(body["errors"]) == [field]
+    assert "not valid Unicode: a lone surrogate (\\udc00)" in body["errors"][field][0]
+    assert not Notification.objects.exists()
+    assert not SubscriptionRequest.objects.exists()
+    assert not Subscription.objects.exclude(rate_limit="").exists()

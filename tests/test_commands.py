@@ -1,4 +1,4 @@
-"""The operators' commands: hub_publish, hub_subscriptions, hub_expire (nothing reaches a broker)."""
+"""The operators' commands: hub_publish, hub_subscriptions, hub_expire, hub_retry_failed (nothing reaches a broker)."""
 
 import io
 import json
@@ -9,8 +9,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from subscriptions.models import Notification, Subscription
-from tests.factories import SubscriptionFactory
+from subscriptions.models import Delivery, Notification, Subscription
+from tests.factories import DeliveryFactory, SubscriptionFactory
 from websubhub.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db
@@ -216,3 +216,35 @@ def test_every_command_has_help(name: str, capsys: pytest.CaptureFixture[str]) -
 def test_publish_prints_only_the_id_on_stdout(sent) -> None:
     out, _ = run("hub_publish", "orders", "--json", json.dumps([1, 2]), verbosity=2)
     assert out == f"{Notification.objects.get().pk}\n"
+
+
+# --- hub_retry_failed --------------------------------------------------------------------------
+
+
+def test_retry_failed_for_a_subscription_that_does_not_exist_fails_with_a_message(sent) -> None:
+    with pytest.raises(CommandError, match="there is no subscription 999"):
+        run("hub_retry_failed", "--subscription", "999")
+    assert sent == []
+
+
+def test_retry_failed_for_a_delivery_that_does_not_exist_fails_with_a_message(sent) -> None:
+    with pytest.raises(CommandError, match="there is no delivery 999"):
+        run("hub_retry_failed", "--delivery", "999")
+    assert sent == []
+
+
+def test_retry_failed_for_a_delivery_that_is_not_failed_says_what_state_it_is_in(sent) -> None:
+    # given a delivery that succeeded
+    delivery = DeliveryFactory(status=Delivery.Status.DELIVERED)
+    # then
+    with pytest.raises(
+        CommandError, match=f"only a failed delivery can be retried; delivery {delivery.pk} is delivered"
+    ):
+        run("hub_retry_failed", "--delivery", str(delivery.pk))
+    assert sent == []
+
+
+def test_retry_failed_for_an_existing_subscription_without_failures_reports_zero(sent) -> None:
+    subscription = SubscriptionFactory()
+    out, _ = run("hub_retry_failed", "--subscription", str(subscription.pk))
+    assert "0 failed deliveries sent again" in out

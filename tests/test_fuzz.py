@@ -3,6 +3,7 @@
 Every answer must be 2xx or 4xx, match the schema, and leave no half-written rows.
 """
 
+import json
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from subscriptions.models import Delivery, Notification, Subscription, SubscriptionRequest
 from tests.auth import token_for
+from tests.factories import SubscriptionFactory
 from websubhub.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db
@@ -63,6 +65,61 @@ def test_api_answers_every_generated_request_with_a_documented_non_5xx_answer(ap
         check()
 
 
+# --- Text that is not valid Unicode (lone surrogates) in every JSON field ---------------------------
+
+# Hypothesis leaves surrogates out of text by default (category Cs): ask for them.
+LONE_SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+WITH_SURROGATE = st.builds(
+    lambda before, lone, after: before + lone + after, st.text(max_size=10), LONE_SURROGATES, st.text(max_size=10)
+)
+JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=10))
+
+
+@st.composite
+def json_holding_a_surrogate(draw: st.DrawFn) -> object:
+    """A JSON value, nested a few levels, with a lone surrogate in one key or string somewhere."""
+    bad = draw(WITH_SURROGATE)
+    value: object = bad
+    for _ in range(draw(st.integers(0, 4))):
+        if draw(st.booleans()):
+            value = [*draw(st.lists(JSON_SCALARS, max_size=2)), value]
+        elif draw(st.booleans()):
+            value = {bad: draw(JSON_SCALARS)}
+        else:
+            value = {draw(st.text(max_size=5)): value}
+    return value
+
+
+VALID = {
+    "/api/notifications/": {"topic": "a.b", "content": {"x": 1}},
+    "/api/subscriptions/": {"topic": "a.b", "callback": "https://sub.example/cb", "secret": "s", "lease_seconds": 60},
+    "subscription": {"rate_limit": "5/s", "standard_webhooks": True},
+}
+
+
+@given(target=st.sampled_from(sorted(VALID)), data=st.data())
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+def test_json_api_refuses_text_that_is_not_valid_unicode_in_any_field_with_a_400_naming_it(
+    target: str, data: st.DataObject, token: str
+) -> None:
+    # given a valid request with one field replaced by a value holding a lone surrogate
+    subscription = Subscription.objects.first() or SubscriptionFactory()
+    document = dict(VALID[target])
+    field = data.draw(st.sampled_from(sorted(document)))
+    document[field] = data.draw(json_holding_a_surrogate())
+    client = Client(HTTP_AUTHORIZATION=f"Token {token}")
+    before = _row_counts()
+    body = json.dumps(document)  # ensure_ascii: the surrogate travels as a \\u escape, as a client would send it
+    if target == "subscription":
+        response = client.patch(f"/api/subscriptions/{subscription.pk}/", body, content_type="application/json")
+    else:
+        response = client.post(target, body, content_type="application/json")
+    # then
+    assert response.status_code == 400, response.content[:500]
+    assert "not valid Unicode" in response.json()["errors"][field][0]
+    assert _row_counts() == before
+
+
 # --- /hub -----------------------------------------------------------------------------------------
 
 FIELD_NAMES = st.sampled_from(
@@ -87,6 +144,7 @@ VALUES = st.one_of(
         ]
     ),
     st.text(max_size=300),
+    WITH_SURROGATE,
 )
 FORMS = st.lists(st.tuples(FIELD_NAMES, VALUES), max_size=8)
 RAW_BODIES = st.binary(max_size=600)
@@ -125,7 +183,8 @@ def _check_answer(status: int, before: tuple[int, int, int, int]) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 def test_hub_answers_arbitrary_forms_with_2xx_or_4xx_and_no_partial_writes(fields, content_type) -> None:
     before = _row_counts()
-    body = urlencode(fields, quote_via=quote)
+    # surrogatepass: a lone surrogate goes out as its 3 bytes (%ED%B0%80), which are not UTF-8.
+    body = urlencode(fields, quote_via=quote, errors="surrogatepass")
     response = Client().post("/hub", body, content_type=content_type)
     _check_answer(response.status_code, before)
     if response.status_code >= 400:

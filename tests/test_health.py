@@ -132,3 +132,22 @@ def test_readyz_leaves_no_database_connection_open() -> None:
         assert Client().get("/readyz").status_code == 200
     # A closed backend leaves pg_stat_activity shortly after; the e2e worker may also hold some.
     wait_until(lambda: backends() <= before, timeout=5, what="the checks' connections to close")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/healthz/", "/readyz/", "/metrics/"])
+def test_health_readiness_and_metrics_answer_with_a_trailing_slash_too(path: str) -> None:
+    # Load balancers are configured both ways; the slash form must not be an HTML 404.
+    response = Client().get(path)
+    assert response.status_code == 200, response.content[:300]
+    assert response["Content-Type"] == Client().get(path.rstrip("/"))["Content-Type"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/healthz/", "/readyz/", "/metrics/"])
+def test_health_paths_with_a_trailing_slash_are_exempt_from_the_https_redirect(path: str, settings) -> None:
+    # Probes come over plain HTTP from inside the network, with or without the slash.
+    settings.SECURE_SSL_REDIRECT = True
+    response = Client().get(path, headers={"Authorization": "Bearer x"})
+    assert response.status_code != 301
+    assert Client().get("/hub/").status_code == 301

@@ -1,7 +1,7 @@
 """What the /hub endpoint accepts (WebSub §5.1): every malformed request is a 4xx that names the problem."""
 
 from contextlib import contextmanager
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -289,6 +289,24 @@ def test_percent_encoded_invalid_utf8_is_refused(client, encoded):
     assert_refused(response, 400, "not valid UTF-8")
 
 
+@pytest.mark.parametrize("field", ["hub.mode", "hub.topic", "hub.callback", "hub.secret", "hub.lease_seconds"])
+@pytest.mark.parametrize("surrogate", ["%ED%B0%80", b"\xed\xb0\x80"])
+def test_a_lone_surrogate_in_any_form_field_is_refused_as_invalid_utf8(client, field, surrogate):
+    # UTF-8 cannot encode a surrogate: its 3-byte spelling (percent-encoded or raw) is not UTF-8.
+    fields = {"hub.mode": "subscribe", "hub.topic": "UN.X", "hub.callback": "https://sub.example/cb"}
+    fields.update({"hub.secret": "s", "hub.lease_seconds": "60"})
+    body = "&".join(f"{name}={quote(value, safe='')}" for name, value in fields.items()).encode()
+    name = field.encode()
+    start = body.index(name + b"=") + len(name) + 1
+    lone = surrogate if isinstance(surrogate, bytes) else surrogate.encode()
+    body = body[:start] + lone + body[start:]
+    # when
+    response = post(client, body)
+    # then
+    assert_refused(response, 400, "not valid UTF-8")
+    assert not SubscriptionRequest.objects.exists()
+
+
 def test_form_with_too_many_fields_is_refused(client):
     fields = [*subscribe_fields(), *((f"extra{n}", "x") for n in range(hub.MAX_FIELDS))]
     response = post(client, fields)
@@ -443,3 +461,11 @@ def test_callback_validate_refuses_bad_callbacks(callback, fragment):
     with pytest.raises(services.HubError, match=fragment) as exc_info:
         services.callback_validate(callback)
     assert exc_info.value.status == 400
+
+
+def test_a_chunked_body_on_a_server_that_does_not_end_the_stream_gets_411_saying_why(client):
+    # Django's own server (and its test client) sets no wsgi.input_terminated: reading to the end would hang.
+    response = client.post(
+        "/hub", data=urlencode(subscribe_fields()), content_type=FORM, headers={"Transfer-Encoding": "chunked"}
+    )
+    assert_refused(response, 411, "chunked", "Content-Length")

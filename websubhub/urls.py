@@ -13,9 +13,13 @@ urlpatterns = [
     path("subscriptions/", hub_endpoint),
     path("api/", include("subscriptions.api.urls")),
     path("admin/", admin.site.urls),
+    # Load balancers and scrapers are configured both ways: answer with and without the slash.
     path("healthz", health.healthz, name="healthz"),
+    path("healthz/", health.healthz),
     path("readyz", health.readyz, name="readyz"),
+    path("readyz/", health.readyz),
     path("metrics", metrics.metrics_view, name="metrics"),
+    path("metrics/", metrics.metrics_view),
 ]
 
 handler404 = "subscriptions.api.errors.not_found"

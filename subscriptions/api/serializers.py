@@ -4,6 +4,7 @@ from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from subscriptions import ratelimit, services
+from subscriptions.api.errors import hub_error_for_api
 from subscriptions.models import (
     MAX_CALLBACK_LENGTH,
     Delivery,
@@ -59,7 +60,7 @@ class NotificationCreateSerializer(serializers.Serializer):
         try:
             services.topic_keys_for_publish(value)
         except services.HubError as exc:
-            raise serializers.ValidationError(exc.message) from None
+            raise serializers.ValidationError(hub_error_for_api(exc)[1]) from None
         return value
 
 
@@ -72,6 +73,10 @@ class NotificationSerializer(serializers.ModelSerializer):
 
     def get_deliveries(self, notification: Notification) -> dict[str, int]:
         return self.context["delivery_counts"]
+
+
+# What PATCH /api/subscriptions/<id>/ may change; everything else is the subscriber's or the hub's.
+SUBSCRIPTION_WRITABLE_FIELDS = ("rate_limit", "standard_webhooks")
 
 
 class SubscriptionSerializer(serializers.ModelSerializer):
@@ -99,12 +104,27 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
-        read_only_fields = [name for name in fields if name not in ("rate_limit", "standard_webhooks")]
+        read_only_fields = [name for name in fields if name not in SUBSCRIPTION_WRITABLE_FIELDS]
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
         fields["rate_limit"].validators.append(_pattern(RATE_PATTERN, 'a rate like "100/10s", or "" or "off"'))
         return fields
+
+    def to_internal_value(self, data: object) -> dict:
+        # DRF drops read-only and unknown fields silently: a PATCH of `topic` would answer 200 and change nothing.
+        if isinstance(data, dict):
+            writable = ", ".join(SUBSCRIPTION_WRITABLE_FIELDS)
+            refused = {
+                str(name): [f"{name} cannot be changed; the writable fields are {writable}"]
+                if name in self.fields
+                else [f"{name} is not a field of a subscription; the writable fields are {writable}"]
+                for name in data
+                if name not in SUBSCRIPTION_WRITABLE_FIELDS
+            }
+            if refused:
+                raise serializers.ValidationError(refused)
+        return super().to_internal_value(data)
 
     def validate_rate_limit(self, value: str) -> str:
         try:
@@ -192,8 +212,7 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField(help_text="what was wrong, in a sentence")
     errors = serializers.DictField(
         child=serializers.ListField(child=serializers.CharField()),
-        required=False,
-        help_text="for invalid input: each field's messages",
+        help_text='each field\'s messages; "non_field_errors" for what concerns the request as a whole',
     )
 
 

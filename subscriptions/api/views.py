@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from subscriptions import selectors, services, throttles
 from subscriptions.api import serializers
+from subscriptions.api.errors import hub_error_response, refusal
 from subscriptions.api.permissions import CanManage, CanPublish, CanPublishOrManage
 from subscriptions.models import Delivery, Notification, Subscription, SubscriptionRequest
 from subscriptions.throttles import PublishThrottle
@@ -25,15 +26,11 @@ def errors(*codes: int) -> dict[int, type]:
     return {**AUTH_ERRORS, **dict.fromkeys(codes, E)}
 
 
-def _refused(exc: services.HubError) -> Response:
-    return Response({"detail": exc.message}, status=exc.status)
-
-
 def _throttled(wait: float) -> Response:
     seconds = max(1, math.ceil(wait))
-    response = Response(
-        {"detail": f"too many subscription requests; try again in {seconds} seconds (HUB_THROTTLE_SUBSCRIBE)"},
-        status=status.HTTP_429_TOO_MANY_REQUESTS,
+    response = refusal(
+        f"too many subscription requests; try again in {seconds} seconds (HUB_THROTTLE_SUBSCRIBE)",
+        status.HTTP_429_TOO_MANY_REQUESTS,
     )
     response["Retry-After"] = str(seconds)
     return response
@@ -61,7 +58,7 @@ class NotificationCreate(APIView):
         try:
             notification = services.notification_publish_json(**serializer.validated_data)
         except services.HubError as exc:
-            return _refused(exc)
+            return hub_error_response(exc)
         return Response({"id": notification.pk}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -129,7 +126,7 @@ class SubscriptionListCreate(generics.ListAPIView):
                 mode=SubscriptionRequest.Mode.SUBSCRIBE, **serializer.validated_data
             )
         except services.HubError as exc:
-            return _refused(exc)
+            return hub_error_response(exc)
         data = serializers.SubscriptionRequestSerializer(subscription_request).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
 
@@ -153,11 +150,15 @@ class SubscriptionDetail(generics.RetrieveUpdateDestroyAPIView):
     http_method_names = ["get", "patch", "delete", "head", "options"]
 
     def perform_update(self, serializer: serializers.SubscriptionSerializer) -> None:
-        services.subscription_update(
-            subscription=serializer.instance,
-            rate_limit=serializer.validated_data.get("rate_limit"),
-            standard_webhooks=serializer.validated_data.get("standard_webhooks"),
-        )
+        try:
+            services.subscription_update(
+                subscription=serializer.instance,
+                rate_limit=serializer.validated_data.get("rate_limit"),
+                standard_webhooks=serializer.validated_data.get("standard_webhooks"),
+            )
+        except services.HubError as exc:
+            # The serializer checks the rate first; this keeps a refusal a 400 should the two ever disagree.
+            raise ValidationError({"rate_limit": [exc.message]}) from None
         serializer.instance.refresh_from_db()
 
     def perform_destroy(self, instance: Subscription) -> None:
@@ -270,9 +271,8 @@ class DeliveryRetry(APIView):
     def post(self, request: Request, pk: int) -> Response:
         delivery = get_object_or_404(Delivery, pk=pk)
         if delivery.status != Delivery.Status.FAILED:
-            return Response(
-                {"detail": f"only a failed delivery can be retried; this one is {delivery.status}"},
-                status=status.HTTP_409_CONFLICT,
+            return refusal(
+                f"only a failed delivery can be retried; this one is {delivery.status}", status.HTTP_409_CONFLICT
             )
         count = services.deliveries_replay(Delivery.objects.filter(pk=pk))
         return Response({"retried": count}, status=status.HTTP_202_ACCEPTED)

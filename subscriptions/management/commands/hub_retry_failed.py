@@ -8,7 +8,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.timezone import is_naive, make_aware
 
 from subscriptions import services
-from subscriptions.models import Delivery
+from subscriptions.models import Delivery, Subscription
 
 
 class Command(BaseCommand):
@@ -28,8 +28,17 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         deliveries = Delivery.objects.filter(status=Delivery.Status.FAILED)
         if options["subscription"] is not None:
+            # A mistyped id must not pass for "nothing to retry".
+            if not Subscription.objects.filter(pk=options["subscription"]).exists():
+                raise CommandError(f"there is no subscription {options['subscription']}")
             deliveries = deliveries.filter(subscription_id=options["subscription"])
         if options["delivery"] is not None:
+            status = Delivery.objects.filter(pk=options["delivery"]).values_list("status", flat=True).first()
+            if status is None:
+                raise CommandError(f"there is no delivery {options['delivery']}")
+            if status != Delivery.Status.FAILED:
+                # As POST /api/deliveries/<id>/retry/ answers (409).
+                raise CommandError(f"only a failed delivery can be retried; delivery {options['delivery']} is {status}")
             deliveries = deliveries.filter(pk=options["delivery"])
         if options["since"]:
             since = parse_datetime(options["since"])
