@@ -124,6 +124,6 @@ def test_web_answers_503_with_retry_after_when_the_database_refuses(
     status, headers, body = api
     assert status == 503, (body, output[-3000:])
     assert headers["Content-Type"] == "application/json"
-    assert json.loads(body) == {"detail": MESSAGE}
+    assert json.loads(body) == {"detail": MESSAGE, "errors": {"non_field_errors": [MESSAGE]}}
     assert headers["Retry-After"] == "5"
     assert "Internal Server Error" not in output
