@@ -16,6 +16,7 @@ from kombu.exceptions import OperationalError
 from subscriptions import netguard, services, throttles
 from subscriptions.topics import is_url_topic
 from websubhub.celery import app as celery_app
+from websubhub.queues import TaskName
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def _publish(request: HttpRequest, fields: dict[str, list[str]]) -> HttpResponse
     try:
         with celery_app.producer_or_acquire() as producer:
             for topic in unique:
-                celery_app.send_task("hub.fetch_topic", kwargs={"topic": topic}, producer=producer)
+                celery_app.send_task(TaskName.FETCH_TOPIC, kwargs={"topic": topic}, producer=producer)
     except OperationalError:
         logger.exception("publish ping for %s topic(s) could not be queued", len(unique))
         raise services.HubError("the hub cannot queue work right now; try again shortly", status=503) from None

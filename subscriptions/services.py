@@ -37,15 +37,12 @@ from subscriptions.selectors import notification_payload, subscriptions_matching
 from subscriptions.topics import InvalidTopic, has_space_or_control, publish_keys, subscription_key
 from websubhub.celery import app as celery_app
 from websubhub.db import connection_release
+from websubhub.queues import QueueName, TaskName
 
 logger = logging.getLogger(__name__)
 
 # Deliveries created and enqueued per transaction while spreading.
 SPREAD_BATCH = 500
-DELIVER_QUEUE = "hub.deliver"
-# Retries wait on their own queue, so a failing subscriber's retries never
-# stand in front of first attempts to healthy ones.
-RETRY_QUEUE = "hub.deliver.retry"
 # A place among a callback's requests in flight is held at most the HTTP
 # total timeout plus this (seconds), and a delivery that found no place looks again
 # within this many seconds.
@@ -210,7 +207,7 @@ def subscription_request(
         )
         request_id = request.pk
         transaction.on_commit(
-            lambda: celery_app.send_task("hub.verify", kwargs={"request_id": request_id}), robust=True
+            lambda: celery_app.send_task(TaskName.VERIFY, kwargs={"request_id": request_id}), robust=True
         )
     logger.info("subscription request %s: %s topic=%s callback_host=%s", request_id, mode, topic, _host(callback))
     return request
@@ -340,7 +337,7 @@ def notification_publish_json(*, topic: str, content: Any) -> Notification:
 
 
 def _send_spread(notification_id: int) -> None:
-    celery_app.send_task("hub.spread", kwargs={"notification_id": notification_id})
+    celery_app.send_task(TaskName.SPREAD, kwargs={"notification_id": notification_id})
 
 
 def notification_spread(*, notification_id: int) -> int:
@@ -418,11 +415,11 @@ def deliveries_enqueue(
         for delivery_id in ids:
             done = retries.get(delivery_id, 0)
             celery_app.send_task(
-                "hub.deliver",
+                TaskName.DELIVER,
                 kwargs={"delivery_id": delivery_id},
                 producer=producer,
                 retries=done,
-                queue=RETRY_QUEUE if done else DELIVER_QUEUE,
+                queue=QueueName.DELIVER_RETRY if done else QueueName.DELIVER,
                 countdown=countdowns.get(delivery_id),
             )
 
@@ -462,9 +459,9 @@ def hub_sweep() -> int:
     )
     with celery_app.producer_or_acquire() as producer:
         for notification_id in notification_ids:
-            celery_app.send_task("hub.spread", kwargs={"notification_id": notification_id}, producer=producer)
+            celery_app.send_task(TaskName.SPREAD, kwargs={"notification_id": notification_id}, producer=producer)
         for request_id in request_ids:
-            celery_app.send_task("hub.verify", kwargs={"request_id": request_id}, producer=producer)
+            celery_app.send_task(TaskName.VERIFY, kwargs={"request_id": request_id}, producer=producer)
     delivery_retries: dict[int, int] = {}
     if _delivery_queues_stayed_short():
         delivery_retries = dict(
@@ -494,7 +491,7 @@ def _delivery_queues_stayed_short() -> bool:
     second message. The memory of a long queue is kept in a Redis broker (another
     broker: the queues now).
     """
-    long = max(queue_depth(DELIVER_QUEUE), queue_depth(RETRY_QUEUE)) > settings.HUB_SWEEP_MAX_QUEUE
+    long = max(queue_depth(QueueName.DELIVER), queue_depth(QueueName.DELIVER_RETRY)) > settings.HUB_SWEEP_MAX_QUEUE
     with _broker_redis() as client:
         if client is None:
             return not long
@@ -571,9 +568,9 @@ def hub_recover() -> int:
     )
     with celery_app.producer_or_acquire() as producer:
         for notification_id in notification_ids:
-            celery_app.send_task("hub.spread", kwargs={"notification_id": notification_id}, producer=producer)
+            celery_app.send_task(TaskName.SPREAD, kwargs={"notification_id": notification_id}, producer=producer)
         for request_id in request_ids:
-            celery_app.send_task("hub.verify", kwargs={"request_id": request_id}, producer=producer)
+            celery_app.send_task(TaskName.VERIFY, kwargs={"request_id": request_id}, producer=producer)
     deliveries = 0
     rows = (
         Delivery.objects.filter(status=Delivery.Status.PENDING, due_at__lte=horizon)
