@@ -24,6 +24,7 @@ from subscriptions.services.publishing import (
     notification_publish,
     notification_publish_json,
     notification_spread,
+    publish_ping,
     topic_fetch_and_publish,
 )
 from subscriptions.services.queueing import deliveries_enqueue
@@ -52,6 +53,7 @@ __all__ = [
     "notification_publish",
     "notification_publish_json",
     "notification_spread",
+    "publish_ping",
     "retry_delay_max",
     "secret_validate",
     "subscription_delete",

@@ -2,6 +2,8 @@
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -9,8 +11,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
-from subscriptions import http, metrics, rules
+from subscriptions import http, metrics, netguard, rules
 from subscriptions.errors import DeliveryFailed, HubError
 from subscriptions.models import (
     Delivery,
@@ -19,13 +22,63 @@ from subscriptions.models import (
 )
 from subscriptions.selectors import subscriptions_matching
 from subscriptions.services import breaker, queueing
-from subscriptions.topics import publish_keys
+from subscriptions.topics import is_url_topic, publish_keys
 from websubhub.celery import app as celery_app
 from websubhub.queues import TaskName
 
 # Every service module logs as "subscriptions.services", the one logger they shared
 # before the package was split: log configuration and readers select that name.
 logger = logging.getLogger("subscriptions.services")
+
+
+@dataclass(frozen=True)
+class PublishPing:
+    """What a publish ping came to: `topics` fetches queued, or none and the throttle's `wait` (seconds)."""
+
+    topics: int
+    wait: float | None = None
+
+
+def _publish_allowed(topic: str) -> bool:
+    """Whether HUB_PUBLISH_ALLOWED_TOPICS admits topic; ForbiddenDestination when topic cannot be read as a URL."""
+    prefixes = netguard.url_prefixes(settings.HUB_PUBLISH_ALLOWED_TOPICS, setting="HUB_PUBLISH_ALLOWED_TOPICS")
+    return not prefixes or netguard.url_admitted(topic, prefixes)
+
+
+def publish_ping(*, topics: list[str], throttle: Callable[[], float | None] = lambda: None) -> PublishPing:
+    """Queue a fetch of each topic a publisher pinged (each once); raises HubError when one is refused.
+
+    Every topic is checked (a URL, on the allow-list, to an address the hub may
+    reach) before anything is queued; `throttle()` is asked only then, so a refused
+    ping costs the publisher nothing, and a wait it returns queues nothing.
+    """
+    unique = list(dict.fromkeys(topics))
+    for topic in unique:
+        rules.topic_keys_for_publish(topic)
+        if not is_url_topic(topic):
+            raise HubError(
+                "hub.mode=publish fetches the topic, so it must be an http(s) URL; "
+                "publish to a dotted topic with POST /api/notifications/"
+            )
+        try:
+            if not _publish_allowed(topic):
+                raise HubError(
+                    "this hub does not take publish pings for that topic (HUB_PUBLISH_ALLOWED_TOPICS)", status=403
+                )
+            netguard.check_url_with_settings(topic)
+        except netguard.ForbiddenDestination as exc:
+            raise HubError(f"hub.topic refused: {exc}") from None
+    wait = throttle()
+    if wait is not None:
+        return PublishPing(topics=0, wait=wait)
+    try:
+        with celery_app.producer_or_acquire() as producer:
+            for topic in unique:
+                celery_app.send_task(TaskName.FETCH_TOPIC, kwargs={"topic": topic}, producer=producer)
+    except KombuOperationalError:
+        logger.exception("publish ping for %s topic(s) could not be queued", len(unique))
+        raise HubError("the hub cannot queue work right now; try again shortly", status=503) from None
+    return PublishPing(topics=len(unique))
 
 
 def notification_publish(*, topic: str, content: bytes, content_type: str) -> Notification:
