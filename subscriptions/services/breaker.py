@@ -11,10 +11,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from subscriptions.models import (
-    Delivery,
-    Subscription,
-)
+from subscriptions.models import Delivery, Subscription
 from subscriptions.services import queueing
 
 # Every service module logs as "subscriptions.services", the one logger they shared

@@ -13,11 +13,7 @@ from django.utils import timezone
 
 from subscriptions import delivery, http, metrics, ratelimit
 from subscriptions.errors import DeliveryFailed
-from subscriptions.models import (
-    Delivery,
-    DeliveryAttempt,
-    Subscription,
-)
+from subscriptions.models import Delivery, DeliveryAttempt, Subscription
 from subscriptions.selectors import notification_payload
 from subscriptions.services import breaker
 from websubhub.db import connection_release

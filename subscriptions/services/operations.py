@@ -9,10 +9,7 @@ from django.utils import timezone
 
 from subscriptions import ratelimit
 from subscriptions.errors import HubError
-from subscriptions.models import (
-    Delivery,
-    Subscription,
-)
+from subscriptions.models import Delivery, Subscription
 from subscriptions.services import queueing
 
 # Every service module logs as "subscriptions.services", the one logger they shared

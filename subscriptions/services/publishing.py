@@ -15,11 +15,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from subscriptions import http, metrics, netguard, rules
 from subscriptions.errors import DeliveryFailed, HubError
-from subscriptions.models import (
-    Delivery,
-    Notification,
-    Subscription,
-)
+from subscriptions.models import Delivery, Notification, Subscription
 from subscriptions.selectors import subscriptions_matching
 from subscriptions.services import breaker, queueing
 from subscriptions.topics import is_url_topic, publish_keys

@@ -8,10 +8,7 @@ from django.utils import timezone
 
 from subscriptions import metrics, netguard, rules, verification
 from subscriptions.errors import HubError
-from subscriptions.models import (
-    Subscription,
-    SubscriptionRequest,
-)
+from subscriptions.models import Subscription, SubscriptionRequest
 from websubhub.celery import app as celery_app
 from websubhub.db import connection_release
 from websubhub.queues import TaskName

@@ -9,11 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from subscriptions.models import (
-    Delivery,
-    Notification,
-    SubscriptionRequest,
-)
+from subscriptions.models import Delivery, Notification, SubscriptionRequest
 from subscriptions.services import queueing
 from websubhub.celery import app as celery_app
 from websubhub.queues import QueueName, TaskName
