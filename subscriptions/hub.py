@@ -4,20 +4,14 @@ Answers are short plain text, as WebSub §5.1 expects: 202 when the request is
 taken, a 4xx saying what is wrong otherwise.
 """
 
-import logging
 import math
 from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from kombu.exceptions import OperationalError
 
-from subscriptions import netguard, services, throttles
-from subscriptions.topics import is_url_topic
-from websubhub.celery import app as celery_app
-
-logger = logging.getLogger(__name__)
+from subscriptions import services, throttles
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 # A WebSub request has a handful of fields (a publish ping up to
@@ -79,45 +73,16 @@ def _throttled(wait: float, setting: str) -> HttpResponse:
     return response
 
 
-def _publish_allowed(topic: str) -> bool:
-    """Whether HUB_PUBLISH_ALLOWED_TOPICS admits topic; ForbiddenDestination when topic cannot be read as a URL."""
-    prefixes = netguard.url_prefixes(settings.HUB_PUBLISH_ALLOWED_TOPICS, setting="HUB_PUBLISH_ALLOWED_TOPICS")
-    return not prefixes or netguard.url_admitted(topic, prefixes)
-
-
 def _publish(request: HttpRequest, fields: dict[str, list[str]]) -> HttpResponse:
     topics = fields.get("hub.url", []) + fields.get("hub.topic", [])
     if not topics:
         raise services.HubError("hub.mode=publish needs hub.url or hub.topic")
     if len(topics) > MAX_PUBLISH_TOPICS:
         raise services.HubError(f"one publish request may name at most {MAX_PUBLISH_TOPICS} topics")
-    unique = list(dict.fromkeys(topics))
-    for topic in unique:
-        services.topic_keys_for_publish(topic)
-        if not is_url_topic(topic):
-            raise services.HubError(
-                "hub.mode=publish fetches the topic, so it must be an http(s) URL; "
-                "publish to a dotted topic with POST /api/notifications/"
-            )
-        try:
-            if not _publish_allowed(topic):
-                raise services.HubError(
-                    "this hub does not take publish pings for that topic (HUB_PUBLISH_ALLOWED_TOPICS)", status=403
-                )
-            netguard.check_url_with_settings(topic)
-        except netguard.ForbiddenDestination as exc:
-            raise services.HubError(f"hub.topic refused: {exc}") from None
-    wait = throttles.publish_wait(request)
-    if wait is not None:
-        return _throttled(wait, "HUB_THROTTLE_PUBLISH")
-    try:
-        with celery_app.producer_or_acquire() as producer:
-            for topic in unique:
-                celery_app.send_task("hub.fetch_topic", kwargs={"topic": topic}, producer=producer)
-    except OperationalError:
-        logger.exception("publish ping for %s topic(s) could not be queued", len(unique))
-        raise services.HubError("the hub cannot queue work right now; try again shortly", status=503) from None
-    return _text(202, f"Accepted: the hub will fetch {len(unique)} topic(s) and notify subscribers.")
+    ping = services.publish_ping(topics=topics, throttle=lambda: throttles.publish_wait(request))
+    if ping.wait is not None:
+        return _throttled(ping.wait, "HUB_THROTTLE_PUBLISH")
+    return _text(202, f"Accepted: the hub will fetch {ping.topics} topic(s) and notify subscribers.")
 
 
 @csrf_exempt

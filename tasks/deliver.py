@@ -4,10 +4,11 @@ from django.db import InterfaceError, OperationalError
 
 from subscriptions import services
 from websubhub.celery import app as celery_app
+from websubhub.queues import QueueName, TaskName
 
 
 @shared_task(
-    name="hub.deliver",
+    name=TaskName.DELIVER,
     bind=True,
     # A failed attempt, or the database briefly unreachable: both retried with backoff.
     autoretry_for=(services.DeliveryFailed, OperationalError, InterfaceError),
@@ -17,7 +18,7 @@ from websubhub.celery import app as celery_app
     retry_jitter=True,
     max_retries=settings.HUB_DELIVERY_MAX_RETRIES,
     # Retries wait on their own queue, behind no first attempt.
-    retry_kwargs={"queue": services.RETRY_QUEUE},
+    retry_kwargs={"queue": QueueName.DELIVER_RETRY},
     rate_limit=settings.HUB_DELIVERY_RATE_LIMIT,
     acks_late=True,
     reject_on_worker_lost=True,
@@ -34,12 +35,12 @@ def deliver(self, *, delivery_id: int, reserved: bool = False) -> None:
         return
     if step.retry:
         # The subscriber asked for a pause (Retry-After): a retry at that time.
-        raise self.retry(countdown=step.countdown, queue=services.RETRY_QUEUE)
+        raise self.retry(countdown=step.countdown, queue=QueueName.DELIVER_RETRY)
     # Deferred before any attempt (rate limit or requests in flight): the same attempt later.
     celery_app.send_task(
-        "hub.deliver",
+        TaskName.DELIVER,
         kwargs={"delivery_id": delivery_id, "reserved": step.reserved},
         countdown=step.countdown,
         retries=self.request.retries,
-        queue=services.RETRY_QUEUE if self.request.retries else services.DELIVER_QUEUE,
+        queue=QueueName.DELIVER_RETRY if self.request.retries else QueueName.DELIVER,
     )

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from subscriptions import services
+from websubhub.queues import TaskName
 
 logger = logging.getLogger(__name__)
 
@@ -13,7 +14,7 @@ FETCH_MAX_RETRIES = 5
 
 
 @shared_task(
-    name="hub.spread",
+    name=TaskName.SPREAD,
     autoretry_for=(OperationalError, InterfaceError),
     retry_backoff=True,
     retry_backoff_max=60,
@@ -29,7 +30,7 @@ def spread(*, notification_id: int) -> None:
 
 
 @shared_task(
-    name="hub.fetch_topic",
+    name=TaskName.FETCH_TOPIC,
     autoretry_for=(services.DeliveryFailed,),
     retry_backoff=True,
     retry_backoff_max=60,

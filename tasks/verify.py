@@ -2,10 +2,11 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from subscriptions import services
+from websubhub.queues import TaskName
 
 
 @shared_task(
-    name="hub.verify",
+    name=TaskName.VERIFY,
     # The database briefly unreachable: retried with backoff like spread, sooner than the sweeper would.
     autoretry_for=(OperationalError, InterfaceError),
     retry_backoff=True,

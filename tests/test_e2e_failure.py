@@ -16,6 +16,7 @@ from kombu.exceptions import OperationalError
 
 from subscriptions import services
 from subscriptions.models import Delivery, DeliveryAttempt, Notification, Subscription
+from subscriptions.services import sweeping
 from subscriptions.topics import subscription_key
 from tests.auth import api_client
 from tests.conftest import WORKER_ENV, broker_flush
@@ -275,7 +276,7 @@ def test_worker_killed_and_broker_emptied_mid_fan_out_delivers_everything_within
     for path in paths:
         subscriber.post_delay[path] = 0.05
     with _worker_with(hub, HUB_SWEEP_GRACE_SECONDS="600", HUB_SWEEP_INTERVAL="5"):
-        wait_until(lambda: services.broker_marker_read() == services.BROKER_MARKER_OK, what="the broker's marker")
+        wait_until(lambda: services.broker_marker_read() == sweeping.BROKER_MARKER_OK, what="the broker's marker")
         for n in range(RECOVERY_NOTIFICATIONS):
             _publish("recover", {"n": n})
         wait_until(lambda: _delivered() >= total // 4, timeout=60, what="a quarter of the deliveries")
@@ -304,7 +305,7 @@ def test_healthy_broker_with_a_long_queue_gets_no_duplicate_from_the_sweeper(hub
     # given a healthy broker (its marker in place), the sweeper at a short interval and the default grace
     paths = _callbacks(subscriber, "backlog", BACKLOG)
     with _worker_with(hub, HUB_SWEEP_GRACE_SECONDS="120", HUB_SWEEP_INTERVAL="1"):
-        wait_until(lambda: services.broker_marker_read() == services.BROKER_MARKER_OK, what="the broker's marker")
+        wait_until(lambda: services.broker_marker_read() == sweeping.BROKER_MARKER_OK, what="the broker's marker")
         # when a backlog of deliveries builds up behind a stopped worker and drains
         hub.stop()
         _publish("backlog", {"n": 1})

@@ -414,6 +414,28 @@ def test_publish_with_url_topics_enqueues_one_fetch_per_distinct_topic(client, s
     ]
 
 
+def test_publish_ping_checks_every_topic_before_it_asks_the_throttle_or_queues_a_fetch(sent_tasks):
+    # given a throttle that records being asked
+    asked: list[int] = []
+
+    def throttle() -> None:
+        asked.append(1)
+
+    a, b = "https://publisher.example/a", "https://publisher.example/b"
+    # when one topic of the ping is refused, nothing is asked or queued
+    with pytest.raises(services.HubError) as refused:
+        services.publish_ping(topics=[a, "un.cefact"], throttle=throttle)
+    assert refused.value.status == 400 and "must be an http(s) URL" in refused.value.message
+    assert asked == [] and sent_tasks == []
+    # when every topic passes, the throttle is asked once and each topic is fetched once
+    ping = services.publish_ping(topics=[a, b, a], throttle=throttle)
+    assert (ping.topics, ping.wait) == (2, None) and asked == [1]
+    assert sent_tasks == [("hub.fetch_topic", {"topic": a}), ("hub.fetch_topic", {"topic": b})]
+    # and a throttle that says wait queues nothing
+    ping = services.publish_ping(topics=[a], throttle=lambda: 3.5)
+    assert (ping.topics, ping.wait) == (0, 3.5) and len(sent_tasks) == 2
+
+
 # --- The service-level validators the endpoint relies on ----------------------------------
 
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from subscriptions import services
 from subscriptions.models import Delivery, Subscription
+from subscriptions.services import breaker, delivering, publishing, queueing
 from tests.factories import DeliveryFactory, NotificationFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
@@ -27,13 +28,13 @@ SOON_SECONDS = 1.0
 def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Every delivery id handed to deliveries_enqueue; nothing reaches a broker."""
     ids: list[int] = []
-    monkeypatch.setattr(services, "deliveries_enqueue", lambda batch, retries=None: ids.extend(batch))
+    monkeypatch.setattr(queueing, "deliveries_enqueue", lambda batch, retries=None: ids.extend(batch))
     return ids
 
 
 def _probe_succeeds(subscription: Subscription) -> None:
     """Another worker's probe was delivered."""
-    services._subscription_succeeded(Subscription.objects.get(pk=subscription.pk), resumed=True)
+    breaker.subscription_succeeded(Subscription.objects.get(pk=subscription.pk), resumed=True)
 
 
 def _operator_resumes(subscription: Subscription) -> None:
@@ -47,7 +48,7 @@ def _paused(kind: str) -> Subscription:
         Subscription.objects.filter(pk=subscription.pk).update(
             state=Subscription.State.PAUSED,
             consecutive_failures=6,
-            resume_after=timezone.now() + timedelta(seconds=services.PROBE_WINDOW_SECONDS),
+            resume_after=timezone.now() + timedelta(seconds=breaker.PROBE_WINDOW_SECONDS),
         )
     else:
         services.subscription_pause(subscription=subscription)
@@ -82,24 +83,24 @@ def test_delivery_parking_while_the_subscription_is_released_is_sent_once(
     released = _once(lambda: (_probe_succeeds if release == "probe" else _operator_resumes)(subscription))
     if moment == "before the park":
         # the release runs after this delivery read the subscription as paused, before it parks
-        real_claim = services._probe_claim
+        real_claim = breaker.probe_claim
 
         def claim_then_release(*args: object, **kwargs: object) -> bool:
             claimed = real_claim(*args, **kwargs)
             released()
             return claimed
 
-        monkeypatch.setattr(services, "_probe_claim", claim_then_release)
+        monkeypatch.setattr(breaker, "probe_claim", claim_then_release)
     else:
         # the release runs just after this delivery parked
-        real_update = services._delivery_update
+        real_update = breaker.delivery_update
 
         def park_then_release(delivery_id: int, **fields: object) -> None:
             real_update(delivery_id, **fields)
             if "due_at" in fields:
                 released()
 
-        monkeypatch.setattr(services, "_delivery_update", park_then_release)
+        monkeypatch.setattr(breaker, "delivery_update", park_then_release)
     # when the delivery runs
     with django_capture_on_commit_callbacks(execute=True):
         step = services.delivery_attempt(delivery_id=delivery.pk)
@@ -119,10 +120,10 @@ def test_delivery_parking_behind_a_failing_callback_that_answers_meanwhile_is_se
 
     def place_taken_by_a_request_that_then_succeeds(callback: str, limit: int, lease: float) -> tuple[None, float]:
         # the request in flight is delivered and releases what waits, before this delivery parks
-        services._subscription_succeeded(Subscription.objects.get(pk=subscription.pk), resumed=False)
+        breaker.subscription_succeeded(Subscription.objects.get(pk=subscription.pk), resumed=False)
         return None, lease
 
-    monkeypatch.setattr(services.ratelimit, "in_flight_acquire", place_taken_by_a_request_that_then_succeeds)
+    monkeypatch.setattr(delivering.ratelimit, "in_flight_acquire", place_taken_by_a_request_that_then_succeeds)
     # when the delivery runs
     with django_capture_on_commit_callbacks(execute=True):
         step = services.delivery_attempt(delivery_id=delivery.pk)
@@ -153,14 +154,14 @@ def test_spread_to_a_subscription_resumed_while_spreading_sends_its_delivery(
     subscription = _paused("probe")
     Subscription.objects.filter(pk=subscription.pk).update(topic="race.spread", topic_key="race.spread")
     notification = NotificationFactory(topic="race.spread")
-    real_matching = services.subscriptions_matching
+    real_matching = publishing.subscriptions_matching
 
     def matching_then_probe_succeeds(keys: list[str], *, now: object) -> Iterator[object]:
         # spread read the subscription as paused; the probe succeeds before the delivery row exists
         yield from real_matching(keys, now=now)
         _probe_succeeds(subscription)
 
-    monkeypatch.setattr(services, "subscriptions_matching", matching_then_probe_succeeds)
+    monkeypatch.setattr(publishing, "subscriptions_matching", matching_then_probe_succeeds)
     # when the spread writes its deliveries
     with django_capture_on_commit_callbacks(execute=True):
         services.notification_spread(notification_id=notification.pk)

@@ -269,7 +269,7 @@ def test_admin_never_shows_a_subscription_secret(admin_client) -> None:
 
 
 def test_secret_is_forgotten_by_the_request_once_verification_is_done() -> None:
-    from subscriptions.services import _request_complete
+    from subscriptions.services.subscribing import _request_complete
 
     request = SubscriptionRequest.objects.create(
         mode="subscribe", topic="a.b", topic_key="a.b", callback="https://s.example/", secret=SECRET

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from subscriptions import services
 from subscriptions.models import Delivery, Notification, Subscription
+from subscriptions.services import queueing
 from tests.factories import NotificationFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.django_db
 def enqueued(monkeypatch):
     """The delivery ids handed to deliveries_enqueue, one list per batch; nothing reaches a broker."""
     batches: list[list[int]] = []
-    monkeypatch.setattr(services, "deliveries_enqueue", lambda ids: batches.append(list(ids)))
+    monkeypatch.setattr(queueing, "deliveries_enqueue", lambda ids: batches.append(list(ids)))
     return batches
 
 
@@ -220,14 +221,14 @@ def test_deliveries_are_enqueued_only_after_commit(enqueued, django_capture_on_c
 
 
 def test_spread_batches_large_fan_out(enqueued, django_capture_on_commit_callbacks):
-    count = services.SPREAD_BATCH + 7
+    count = queueing.SPREAD_BATCH + 7
     subscriptions_bulk(count)
     notification = NotificationFactory(topic="UN.CEFACT.TRADE")
 
     assert spread(notification, django_capture_on_commit_callbacks) == count
 
     assert Delivery.objects.filter(notification=notification).count() == count
-    assert [len(batch) for batch in enqueued] == [services.SPREAD_BATCH, 7]
+    assert [len(batch) for batch in enqueued] == [queueing.SPREAD_BATCH, 7]
     assert len({id_ for batch in enqueued for id_ in batch}) == count
 
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from subscriptions import services
 from subscriptions.models import Delivery, Notification
+from subscriptions.services import queueing, sweeping
 from tests.factories import DeliveryFactory, NotificationFactory, SubscriptionRequestFactory
 
 pytestmark = pytest.mark.django_db
@@ -22,10 +23,10 @@ def marker(monkeypatch: pytest.MonkeyPatch, settings) -> str:
     if not settings.REDIS_URL or settings.CELERY_BROKER_URL != settings.REDIS_URL:
         pytest.skip("the broker marker is kept on a Redis broker only")
     key = f"websubhub:test-marker:{uuid.uuid4().hex}"
-    monkeypatch.setattr(services, "BROKER_MARKER_KEY", key)
-    monkeypatch.setattr(services, "BROKER_BACKLOG_KEY", f"{key}:backlog")
+    monkeypatch.setattr(sweeping, "BROKER_MARKER_KEY", key)
+    monkeypatch.setattr(sweeping, "BROKER_BACKLOG_KEY", f"{key}:backlog")
     yield key
-    with services._broker_redis() as client:
+    with sweeping._broker_redis() as client:
         client.delete(key, f"{key}:backlog")
 
 
@@ -37,12 +38,12 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict, float | None]
     def send_task(name: str, *, kwargs: dict, countdown: float | None = None, **options: object) -> None:
         tasks.append((name, kwargs, countdown))
 
-    monkeypatch.setattr(services.celery_app, "send_task", send_task)
+    monkeypatch.setattr(sweeping.celery_app, "send_task", send_task)
     return tasks
 
 
 def _set_marker(key: str, value: str) -> None:
-    with services._broker_redis() as client:
+    with sweeping._broker_redis() as client:
         client.set(key, value)
 
 
@@ -63,7 +64,7 @@ def _owed(settings) -> dict[str, object]:
 def test_sweep_with_the_marker_in_place_resends_nothing_that_is_not_late(marker: str, sent: list, settings) -> None:
     # given a healthy broker (its marker in place) and work owed for less than the grace period
     settings.HUB_SWEEP_GRACE_SECONDS = 120
-    _set_marker(marker, services.BROKER_MARKER_OK)
+    _set_marker(marker, sweeping.BROKER_MARKER_OK)
     _owed(settings)
     # when the sweeper runs, however often
     results = [services.hub_sweep() for _ in range(3)]
@@ -92,14 +93,14 @@ def test_sweep_that_finds_the_marker_gone_resends_everything_owed_at_once(marker
     assert 0 < deliveries[owed["retry_soon"].pk] <= settings.HUB_SWEEP_GRACE_SECONDS / 2
     assert count == len(unspread) + 1 + 2
     # and the marker is back: the next sweeps send nothing more
-    assert services.broker_marker_read() == services.BROKER_MARKER_OK
+    assert services.broker_marker_read() == sweeping.BROKER_MARKER_OK
     sent.clear()
     assert services.hub_sweep() == 0 and sent == []
 
 
 def test_sweep_while_another_sweep_recovers_the_broker_does_nothing(marker: str, sent: list, settings) -> None:
     settings.HUB_SWEEP_GRACE_SECONDS = 0
-    _set_marker(marker, services.BROKER_MARKER_RECOVERING)
+    _set_marker(marker, sweeping.BROKER_MARKER_RECOVERING)
     _owed(settings)
     assert services.hub_sweep() == 0 and sent == []
 
@@ -109,14 +110,14 @@ def test_recovery_cut_short_by_a_second_loss_leaves_the_marker_gone_for_the_next
 ) -> None:
     # given a broker that loses its data again while a recovery sends
     DeliveryFactory()
-    real_enqueue = services.deliveries_enqueue
+    real_enqueue = queueing.deliveries_enqueue
 
     def enqueue_then_lose_the_broker(*args: object, **kwargs: object) -> None:
         real_enqueue(*args, **kwargs)
-        with services._broker_redis() as client:
+        with sweeping._broker_redis() as client:
             client.delete(marker)
 
-    monkeypatch.setattr(services, "deliveries_enqueue", enqueue_then_lose_the_broker)
+    monkeypatch.setattr(queueing, "deliveries_enqueue", enqueue_then_lose_the_broker)
     services.hub_sweep()
     # then the marker stays gone, so the next sweep recovers again
     assert services.broker_marker_read() is None
@@ -128,18 +129,18 @@ def test_sweep_resends_an_overdue_delivery_only_once_the_queues_stayed_short_for
     # given a healthy broker and a delivery overdue by more than the grace period
     settings.HUB_SWEEP_GRACE_SECONDS = 60
     settings.HUB_SWEEP_MAX_QUEUE = 10
-    _set_marker(marker, services.BROKER_MARKER_OK)
+    _set_marker(marker, sweeping.BROKER_MARKER_OK)
     overdue = DeliveryFactory(due_at=timezone.now() - timedelta(seconds=120))
     depth = {"n": 11}
-    monkeypatch.setattr(services, "queue_depth", lambda queue: depth["n"])
+    monkeypatch.setattr(sweeping, "queue_depth", lambda queue: depth["n"])
     # when a sweep sees a long delivery queue, and the next sees it short again
     assert services.hub_sweep() == 0
     depth["n"] = 0
     # then the delivery is not re-sent: the tail of the backlog may still hold it
     assert services.hub_sweep() == 0 and sent == []
     # until the queues have stayed short for the grace period
-    with services._broker_redis() as client:
-        assert 0 < client.ttl(services.BROKER_BACKLOG_KEY) <= 60
-        client.delete(services.BROKER_BACKLOG_KEY)
+    with sweeping._broker_redis() as client:
+        assert 0 < client.ttl(sweeping.BROKER_BACKLOG_KEY) <= 60
+        client.delete(sweeping.BROKER_BACKLOG_KEY)
     assert services.hub_sweep() == 1
     assert sent == [("hub.deliver", {"delivery_id": overdue.pk}, None)]

@@ -16,8 +16,9 @@ from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
-from subscriptions import netguard, services, throttles
+from subscriptions import netguard, throttles
 from subscriptions.models import SubscriptionRequest
+from subscriptions.services import subscribing
 from websubhub.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db
@@ -121,7 +122,7 @@ def test_subscription_request_log_names_the_host_the_request_goes_to(caplog) -> 
     ],
 )
 def test_log_host_is_the_guards_reading_and_never_the_query(url: str, host: str) -> None:
-    assert services._host(url) == host
+    assert subscribing._host(url) == host
 
 
 # --- The publish allow list ---------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from websubhub.queues import ALL_QUEUES, QueueName, TaskName
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
@@ -463,20 +465,20 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # One queue per kind of work, so a flood of deliveries never delays a
 # verification. A worker started without -Q consumes all of them.
-HUB_QUEUES = ("hub.verify", "hub.spread", "hub.deliver", "hub.deliver.retry", "hub.periodic")
-CELERY_TASK_DEFAULT_QUEUE = "hub.periodic"
+HUB_QUEUES = ALL_QUEUES
+CELERY_TASK_DEFAULT_QUEUE = QueueName.PERIODIC
 CELERY_TASK_DEFAULT_EXCHANGE = "hub"
 CELERY_TASK_ROUTES = {
-    "hub.verify": {"queue": "hub.verify"},
-    "hub.fetch_topic": {"queue": "hub.spread"},
-    "hub.spread": {"queue": "hub.spread"},
-    "hub.deliver": {"queue": "hub.deliver"},
-    "hub.expire_subscriptions": {"queue": "hub.periodic"},
-    "hub.sweep": {"queue": "hub.periodic"},
+    TaskName.VERIFY: {"queue": QueueName.VERIFY},
+    TaskName.FETCH_TOPIC: {"queue": QueueName.SPREAD},
+    TaskName.SPREAD: {"queue": QueueName.SPREAD},
+    TaskName.DELIVER: {"queue": QueueName.DELIVER},
+    TaskName.EXPIRE_SUBSCRIPTIONS: {"queue": QueueName.PERIODIC},
+    TaskName.SWEEP: {"queue": QueueName.PERIODIC},
 }
 CELERY_BEAT_SCHEDULE = {
-    "expire-subscriptions": {"task": "hub.expire_subscriptions", "schedule": float(HUB_EXPIRE_INTERVAL)},
-    "sweep-unspread-notifications": {"task": "hub.sweep", "schedule": float(HUB_SWEEP_INTERVAL)},
+    "expire-subscriptions": {"task": TaskName.EXPIRE_SUBSCRIPTIONS, "schedule": float(HUB_EXPIRE_INTERVAL)},
+    "sweep-unspread-notifications": {"task": TaskName.SWEEP, "schedule": float(HUB_SWEEP_INTERVAL)},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

@@ -1,0 +1,88 @@
+"""Input rules for subscribing and publishing: lease parsing and bounds, callback and secret checks, the topic
+keys a request names, and the topic denylist. No database, no writes; they raise HubError saying what is wrong.
+"""
+
+import re
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from subscriptions import netguard
+from subscriptions.errors import HubError
+from subscriptions.models import MAX_CALLBACK_LENGTH, MAX_SECRET_BYTES
+from subscriptions.topics import InvalidTopic, has_space_or_control, publish_keys, subscription_key
+
+
+def lease_seconds_parse(raw: str) -> int:
+    """hub.lease_seconds as sent in a form: a positive whole number of seconds."""
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or int(raw) <= 0:
+        raise HubError(
+            f"hub.lease_seconds must be a positive whole number of seconds, not {raw[:40]!r}", field="hub.lease_seconds"
+        )
+    return int(raw)
+
+
+def lease_clamp(requested: int | None) -> int:
+    """The lease granted: the default when none is asked, else clamped to the configured bounds."""
+    if requested is None:
+        return settings.HUB_LEASE_SECONDS_DEFAULT
+    return max(settings.HUB_LEASE_SECONDS_MIN, min(settings.HUB_LEASE_SECONDS_MAX, requested))
+
+
+def callback_validate(callback: str) -> None:
+    if not callback:
+        raise HubError("hub.callback is empty", field="hub.callback")
+    if len(callback) > MAX_CALLBACK_LENGTH:
+        raise HubError(f"hub.callback is longer than {MAX_CALLBACK_LENGTH} characters", field="hub.callback")
+    if has_space_or_control(callback):
+        raise HubError("hub.callback contains whitespace or control characters", field="hub.callback")
+    try:
+        parts = urlsplit(callback)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise HubError(f"hub.callback is not a valid URL: {exc}", field="hub.callback") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise HubError("hub.callback must be an http:// or https:// URL", field="hub.callback")
+    if not parts.hostname:
+        raise HubError("hub.callback URL has no host", field="hub.callback")
+    try:
+        netguard.check_url_with_settings(callback)
+    except netguard.ForbiddenDestination as exc:
+        raise HubError(f"hub.callback refused: {exc}", field="hub.callback") from None
+
+
+def secret_validate(secret: str) -> None:
+    if len(secret.encode("utf-8")) > MAX_SECRET_BYTES:
+        raise HubError(f"hub.secret must be shorter than 200 bytes (at most {MAX_SECRET_BYTES})", field="hub.secret")
+    if "\x00" in secret:
+        # PostgreSQL text cannot hold NUL: storing it would be a 500, not a 400.
+        raise HubError("hub.secret cannot contain a NUL character", field="hub.secret")
+
+
+def topic_key_for_subscription(topic: str) -> str:
+    try:
+        return subscription_key(topic)
+    except InvalidTopic as exc:
+        raise HubError(str(exc), field="hub.topic") from None
+
+
+def topic_keys_for_publish(topic: str) -> list[str]:
+    try:
+        return publish_keys(topic)
+    except InvalidTopic as exc:
+        raise HubError(str(exc), field="hub.topic") from None
+
+
+@lru_cache(maxsize=8)
+def _denylist(patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
+    return [re.compile(pattern) for pattern in patterns]
+
+
+def topic_denied_reason(topic: str) -> str:
+    """Why the hub refuses subscriptions to topic, or "" when it does not."""
+    for pattern in _denylist(tuple(settings.HUB_TOPIC_DENYLIST)):
+        if pattern.search(topic):
+            return "subscriptions to this topic are not allowed by this hub"
+    return ""

@@ -1,0 +1,73 @@
+"""Writes, by concern: subscribing, publishing, sweeping, delivering, the circuit breaker, operator actions.
+
+Tasks and views are thin and call these. Every function is keyword-only and
+safe to run twice for the same input (tasks use acks_late). The edges use
+`from subscriptions import services; services.X`: this package re-exports the
+public names, each defined once in the module that says what it holds. A test
+that replaces a name patches that module (the one whose code looks it up).
+"""
+
+from subscriptions.errors import DeliveryFailed, HubError
+from subscriptions.rules import (
+    callback_validate,
+    lease_clamp,
+    lease_seconds_parse,
+    secret_validate,
+    topic_denied_reason,
+    topic_key_for_subscription,
+    topic_keys_for_publish,
+)
+from subscriptions.services.breaker import subscription_pause, subscription_release_parked, subscription_resume
+from subscriptions.services.delivering import Reschedule, delivery_attempt, retry_delay_max, subscription_rate
+from subscriptions.services.operations import deliveries_replay, subscription_update, subscriptions_expire_now
+from subscriptions.services.publishing import (
+    notification_publish,
+    notification_publish_json,
+    notification_spread,
+    publish_ping,
+    topic_fetch_and_publish,
+)
+from subscriptions.services.queueing import deliveries_enqueue
+from subscriptions.services.subscribing import (
+    subscription_delete,
+    subscription_request,
+    subscription_verify,
+    subscriptions_expire,
+)
+from subscriptions.services.sweeping import broker_marker_read, broker_recovery_claim, hub_recover, hub_sweep
+
+__all__ = [
+    "DeliveryFailed",
+    "HubError",
+    "Reschedule",
+    "broker_marker_read",
+    "broker_recovery_claim",
+    "callback_validate",
+    "deliveries_enqueue",
+    "deliveries_replay",
+    "delivery_attempt",
+    "hub_recover",
+    "hub_sweep",
+    "lease_clamp",
+    "lease_seconds_parse",
+    "notification_publish",
+    "notification_publish_json",
+    "notification_spread",
+    "publish_ping",
+    "retry_delay_max",
+    "secret_validate",
+    "subscription_delete",
+    "subscription_pause",
+    "subscription_rate",
+    "subscription_release_parked",
+    "subscription_request",
+    "subscription_resume",
+    "subscription_update",
+    "subscription_verify",
+    "subscriptions_expire",
+    "subscriptions_expire_now",
+    "topic_denied_reason",
+    "topic_fetch_and_publish",
+    "topic_key_for_subscription",
+    "topic_keys_for_publish",
+]

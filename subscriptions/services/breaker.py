@@ -1,0 +1,158 @@
+"""The circuit breaker: pause a failing subscription, probe it after the cool-down, resume it, and park and
+release the deliveries that wait for it.
+"""
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from subscriptions.models import Delivery, Subscription
+from subscriptions.services import queueing
+
+# Every service module logs as "subscriptions.services", the one logger they shared
+# before the package was split: log configuration and readers select that name.
+logger = logging.getLogger("subscriptions.services")
+
+# How long one probe of a paused subscription holds the claim (seconds): longer
+# than an attempt can take, so a crashed probe frees it for the next delivery.
+PROBE_WINDOW_SECONDS = 60
+
+
+def probe_claim(subscription: Subscription, now: datetime) -> bool:
+    """Whether this run is the one probe of a paused subscription whose cool-down is over.
+
+    A subscription paused by an operator has no `resume_after`: it is never
+    probed, and waits for a resume.
+    """
+    if subscription.resume_after is None or subscription.resume_after > now:
+        return False
+    claimed = Subscription.objects.filter(
+        pk=subscription.pk, state=Subscription.State.PAUSED, resume_after__lte=now
+    ).update(resume_after=now + timedelta(seconds=PROBE_WINDOW_SECONDS))
+    return claimed == 1
+
+
+def probe_release(subscription: Subscription) -> None:
+    """Give the probe back (this run did not attempt), so the next delivery may probe."""
+    Subscription.objects.filter(pk=subscription.pk, state=Subscription.State.PAUSED).update(resume_after=timezone.now())
+
+
+def subscription_succeeded(subscription: Subscription, *, resumed: bool) -> None:
+    """The callback answered after failures: reset the count and send what waited for it."""
+    Subscription.objects.filter(pk=subscription.pk).update(
+        consecutive_failures=0, state=Subscription.State.ACTIVE, resume_after=None, updated_at=timezone.now()
+    )
+    if resumed:
+        logger.info("subscription %s resumed: the probe was delivered", subscription.pk)
+    subscription_release_parked(subscription_id=subscription.pk)
+
+
+def subscription_failed(subscription: Subscription, error: str, *, probing: bool, now: datetime) -> datetime | None:
+    """Count a failed attempt; pause the subscription at the threshold, or keep it paused after a failed probe.
+
+    Returns the end of the cool-down when this failure paused the subscription
+    (or kept it paused), else None.
+    """
+    cooldown = now + timedelta(seconds=settings.HUB_CALLBACK_PAUSE_COOLDOWN)
+    Subscription.objects.filter(pk=subscription.pk).update(
+        consecutive_failures=F("consecutive_failures") + 1,
+        last_failure_at=now,
+        last_failure_reason=error[:500],
+        updated_at=now,
+    )
+    if probing:
+        Subscription.objects.filter(pk=subscription.pk).update(resume_after=cooldown)
+        logger.info("subscription %s stays paused: the probe failed (%s)", subscription.pk, error[:100])
+        return cooldown
+    threshold = settings.HUB_CALLBACK_FAILURE_PAUSE
+    if threshold <= 0:
+        return None
+    paused = Subscription.objects.filter(
+        pk=subscription.pk, state=Subscription.State.ACTIVE, consecutive_failures__gte=threshold
+    ).update(
+        state=Subscription.State.PAUSED,
+        paused_at=now,
+        resume_after=cooldown,
+        pause_reason=f"{threshold} consecutive failed delivery attempts; last: {error[:300]}",
+    )
+    if paused:
+        logger.warning("subscription %s paused after %s consecutive failed attempts", subscription.pk, threshold)
+        return cooldown
+    return None
+
+
+def subscription_pause(*, subscription: Subscription, reason: str = "paused by an operator") -> None:
+    """Hold every delivery of the subscription until an operator resumes it (no probe; nothing is dropped)."""
+    now = timezone.now()
+    Subscription.objects.filter(pk=subscription.pk).update(
+        state=Subscription.State.PAUSED, paused_at=now, pause_reason=reason[:500], resume_after=None, updated_at=now
+    )
+
+
+def subscription_resume(*, subscription: Subscription) -> int:
+    """Resume a paused subscription at once and send its parked deliveries; returns how many."""
+    Subscription.objects.filter(pk=subscription.pk).update(
+        state=Subscription.State.ACTIVE, consecutive_failures=0, resume_after=None, updated_at=timezone.now()
+    )
+    return subscription_release_parked(subscription_id=subscription.pk)
+
+
+def subscription_release_parked(*, subscription_id: int) -> int:
+    """Send every pending delivery of the subscription that waits for a later time (parked while paused).
+
+    Callers change the subscription's state first and call this after, which is
+    what `delivery_park` relies on. Rows are taken under a row lock and moved to
+    now, so a delivery that releases itself at the same time (its compare-and-set
+    on `due_at`) is sent once, by one of the two.
+    """
+    return deliveries_release(Q(subscription_id=subscription_id))
+
+
+def deliveries_release(which: Q) -> int:
+    """Move the pending deliveries matching `which` that wait for a later time to now and enqueue them."""
+    released = 0
+    while True:
+        now = timezone.now()
+        with transaction.atomic():
+            rows = dict(
+                Delivery.objects.select_for_update()
+                .filter(which, status=Delivery.Status.PENDING, due_at__gt=now)
+                .order_by("id")
+                .values_list("id", "attempts")[: queueing.SPREAD_BATCH]
+            )
+            if not rows:
+                return released
+            Delivery.objects.filter(pk__in=list(rows)).update(due_at=now, updated_at=now)
+            transaction.on_commit(lambda rows=rows: queueing.deliveries_enqueue(list(rows), retries=rows))
+        released += len(rows)
+
+
+def delivery_park(delivery_id: int, *, subscription_id: int, until: datetime, holds: Q) -> bool:
+    """Park a pending delivery until `until` while its subscription matches `holds`; False: send it now.
+
+    Whatever ends the state that parks (a probe's success, an answer, a resume)
+    changes the subscription first and then releases the parked deliveries. A
+    delivery that read the old state and parked after that release would wait for
+    its due time. So the park is written first and the subscription read after:
+    either the release sees the park, or this read sees the new state, and then
+    the delivery takes itself back (compare-and-set on `due_at`, so it is not
+    sent twice when the release took it too) and the caller sends it now.
+    """
+    delivery_update(delivery_id, due_at=until)
+    if Subscription.objects.filter(holds, pk=subscription_id).exists():
+        return True
+    taken = Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.PENDING, due_at=until).update(
+        due_at=timezone.now(), updated_at=timezone.now()
+    )
+    # Not taken: the release already sent it, or it is settled; either way nothing is parked.
+    return not taken
+
+
+def delivery_update(delivery_id: int, **fields: Any) -> None:
+    # Only a pending delivery changes: a status never moves backwards.
+    Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.PENDING).update(updated_at=timezone.now(), **fields)

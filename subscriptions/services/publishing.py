@@ -1,0 +1,188 @@
+"""Publishing: notifications, publish pings and the thin-ping fetch, and the spread into deliveries."""
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from subscriptions import http, metrics, netguard, rules
+from subscriptions.errors import DeliveryFailed, HubError
+from subscriptions.models import Delivery, Notification, Subscription
+from subscriptions.selectors import subscriptions_matching
+from subscriptions.services import breaker, queueing
+from subscriptions.topics import is_url_topic, publish_keys
+from websubhub.celery import app as celery_app
+from websubhub.queues import TaskName
+
+# Every service module logs as "subscriptions.services", the one logger they shared
+# before the package was split: log configuration and readers select that name.
+logger = logging.getLogger("subscriptions.services")
+
+
+@dataclass(frozen=True)
+class PublishPing:
+    """What a publish ping came to: `topics` fetches queued, or none and the throttle's `wait` (seconds)."""
+
+    topics: int
+    wait: float | None = None
+
+
+def _publish_allowed(topic: str) -> bool:
+    """Whether HUB_PUBLISH_ALLOWED_TOPICS admits topic; ForbiddenDestination when topic cannot be read as a URL."""
+    prefixes = netguard.url_prefixes(settings.HUB_PUBLISH_ALLOWED_TOPICS, setting="HUB_PUBLISH_ALLOWED_TOPICS")
+    return not prefixes or netguard.url_admitted(topic, prefixes)
+
+
+def publish_ping(*, topics: list[str], throttle: Callable[[], float | None] = lambda: None) -> PublishPing:
+    """Queue a fetch of each topic a publisher pinged (each once); raises HubError when one is refused.
+
+    Every topic is checked (a URL, on the allow-list, to an address the hub may
+    reach) before anything is queued; `throttle()` is asked only then, so a refused
+    ping costs the publisher nothing, and a wait it returns queues nothing.
+    """
+    unique = list(dict.fromkeys(topics))
+    for topic in unique:
+        rules.topic_keys_for_publish(topic)
+        if not is_url_topic(topic):
+            raise HubError(
+                "hub.mode=publish fetches the topic, so it must be an http(s) URL; "
+                "publish to a dotted topic with POST /api/notifications/"
+            )
+        try:
+            if not _publish_allowed(topic):
+                raise HubError(
+                    "this hub does not take publish pings for that topic (HUB_PUBLISH_ALLOWED_TOPICS)", status=403
+                )
+            netguard.check_url_with_settings(topic)
+        except netguard.ForbiddenDestination as exc:
+            raise HubError(f"hub.topic refused: {exc}") from None
+    wait = throttle()
+    if wait is not None:
+        return PublishPing(topics=0, wait=wait)
+    try:
+        with celery_app.producer_or_acquire() as producer:
+            for topic in unique:
+                celery_app.send_task(TaskName.FETCH_TOPIC, kwargs={"topic": topic}, producer=producer)
+    except KombuOperationalError:
+        logger.exception("publish ping for %s topic(s) could not be queued", len(unique))
+        raise HubError("the hub cannot queue work right now; try again shortly", status=503) from None
+    return PublishPing(topics=len(unique))
+
+
+def notification_publish(*, topic: str, content: bytes, content_type: str) -> Notification:
+    """Store a notification and enqueue its spread once committed; raises HubError when invalid.
+
+    The row is the record: if the broker cannot take the spread message now,
+    the periodic sweep sends it later.
+    """
+    rules.topic_keys_for_publish(topic)
+    if len(content) > settings.HUB_MAX_CONTENT_BYTES:
+        raise HubError(
+            f"content is larger than HUB_MAX_CONTENT_BYTES ({settings.HUB_MAX_CONTENT_BYTES} bytes)",
+            413,
+            field="content",
+        )
+    with transaction.atomic():
+        notification = Notification.objects.create(topic=topic, content=content, content_type=content_type)
+        notification_id = notification.pk
+        transaction.on_commit(lambda: _send_spread(notification_id), robust=True)
+    logger.info("notification %s published on %s (%s bytes)", notification_id, topic, len(content))
+    metrics.notification_accepted()
+    return notification
+
+
+def notification_publish_json(*, topic: str, content: Any) -> Notification:
+    body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return notification_publish(topic=topic, content=body, content_type="application/json")
+
+
+def _send_spread(notification_id: int) -> None:
+    celery_app.send_task(TaskName.SPREAD, kwargs={"notification_id": notification_id})
+
+
+def notification_spread(*, notification_id: int) -> int:
+    """Create one delivery per matching callback and enqueue them, in batches; returns how many were enqueued.
+
+    Safe to re-run: the (notification, subscription) constraint stops a second
+    row, and every still-pending delivery of the batch is enqueued again (a
+    delivery is at least once; subscribers drop repeats by X-Hub-Delivery).
+    Deliveries to a paused subscription are created but parked until its probe.
+    """
+    notification = Notification.objects.filter(pk=notification_id).only("id", "topic", "spread_at").first()
+    if notification is None or notification.spread_at is not None:
+        return 0
+    keys = publish_keys(notification.topic)
+    enqueued = 0
+    batch: list[Delivery] = []
+    now = timezone.now()
+    for match in subscriptions_matching(keys, now=now):
+        batch.append(
+            Delivery(
+                notification_id=notification_id,
+                subscription_id=match.subscription_id,
+                callback=match.callback,
+                due_at=match.parked_until or now,
+            )
+        )
+        if len(batch) >= queueing.SPREAD_BATCH:
+            enqueued += _deliveries_create_and_enqueue(notification_id, batch)
+            batch = []
+    if batch:
+        enqueued += _deliveries_create_and_enqueue(notification_id, batch)
+    Notification.objects.filter(pk=notification_id, spread_at__isnull=True).update(spread_at=timezone.now())
+    logger.info("notification %s spread: %s deliveries enqueued", notification_id, enqueued)
+    return enqueued
+
+
+def _deliveries_create_and_enqueue(notification_id: int, batch: list[Delivery]) -> int:
+    now = timezone.now()
+    with transaction.atomic():
+        Delivery.objects.bulk_create(batch, ignore_conflicts=True)
+        ids = list(
+            Delivery.objects.filter(
+                notification_id=notification_id,
+                subscription_id__in=[d.subscription_id for d in batch],
+                status=Delivery.Status.PENDING,
+                due_at__lte=now,
+            ).values_list("id", flat=True)
+        )
+        transaction.on_commit(lambda: queueing.deliveries_enqueue(ids))
+    parked = {d.subscription_id for d in batch if d.due_at > now}
+    if parked:
+        # Written after the subscriptions were read as paused: one that resumed
+        # since released its parked deliveries without these (see breaker.delivery_park).
+        still_paused = Subscription.objects.filter(pk__in=parked, state=Subscription.State.PAUSED)
+        resumed = parked - set(still_paused.values_list("pk", flat=True))
+        if resumed:
+            breaker.deliveries_release(Q(notification_id=notification_id, subscription_id__in=resumed))
+    return len(ids)
+
+
+def topic_fetch_and_publish(*, topic: str) -> Notification:
+    """Fetch a topic URL (redirects followed, size capped) and publish its body and Content-Type verbatim.
+
+    Raises DeliveryFailed on a transport error or a non-2xx answer (retried),
+    HubError when the content is too large (not retried).
+    """
+    limit = settings.HUB_MAX_CONTENT_BYTES
+    try:
+        # The body of a failed fetch is not needed; one larger than the limit is refused.
+        reply = http.request(
+            "GET", topic, allow_redirects=True, body_limit=lambda status: limit if 200 <= status < 300 else 0
+        )
+    except requests.RequestException as exc:
+        raise DeliveryFailed(f"fetching {topic}: {http.describe_error(exc)}") from None
+    if not 200 <= reply.status_code < 300:
+        raise DeliveryFailed(f"fetching {topic}: HTTP {reply.status_code}")
+    if reply.truncated:
+        raise HubError(f"topic content is larger than HUB_MAX_CONTENT_BYTES ({limit} bytes)", 413)
+    content_type = reply.headers.get("Content-Type", "application/octet-stream")
+    return notification_publish(topic=topic, content=reply.body, content_type=content_type)
