@@ -31,7 +31,15 @@ from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
 from subscriptions import ratelimit, selectors, services
-from subscriptions.models import Delivery, DeliveryAttempt, Notification, Subscription, SubscriptionRequest
+from subscriptions.models import (
+    ATTEMPT_FIELDS,
+    DELIVERY_OUTCOME_FIELDS,
+    Delivery,
+    DeliveryAttempt,
+    Notification,
+    Subscription,
+    SubscriptionRequest,
+)
 
 # Below this many rows (by the planner's estimate) an exact COUNT(*) is cheap, so
 # small tables, and tests, show exact figures.
@@ -450,7 +458,7 @@ class NotificationAdmin(ReadOnlyAdmin):
 
 class DeliveryAttemptInline(admin.TabularInline):
     model = DeliveryAttempt
-    fields = ["number", "started_at", "duration_ms", "status_code", "error", "response_body"]
+    fields = ATTEMPT_FIELDS
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -462,18 +470,7 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
-    list_display = [
-        "id",
-        "notification_link",
-        "subscription_link",
-        "callback",
-        "status",
-        "attempts",
-        "last_status_code",
-        "last_error",
-        "last_attempt_at",
-        "delivered_at",
-    ]
+    list_display = ["id", "notification_link", "subscription_link", "callback", *DELIVERY_OUTCOME_FIELDS]
     list_filter = ["status"]
     search_fields = ["callback"]
     readonly_fields = [
@@ -481,12 +478,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "notification_link",
         "subscription_link",
         "callback",
-        "status",
-        "attempts",
-        "last_status_code",
-        "last_error",
-        "last_attempt_at",
-        "delivered_at",
+        *DELIVERY_OUTCOME_FIELDS,
         "due_at",
         "created_at",
         "updated_at",

@@ -6,6 +6,8 @@ from rest_framework import serializers
 from subscriptions import ratelimit, services
 from subscriptions.api.errors import hub_error_for_api
 from subscriptions.models import (
+    ATTEMPT_FIELDS,
+    DELIVERY_OUTCOME_FIELDS,
     MAX_CALLBACK_LENGTH,
     Delivery,
     DeliveryAttempt,
@@ -183,7 +185,7 @@ class SubscriptionRequestSerializer(serializers.ModelSerializer):
 class DeliveryAttemptSerializer(serializers.ModelSerializer):
     class Meta:
         model = DeliveryAttempt
-        fields = ["number", "started_at", "duration_ms", "status_code", "error", "response_body"]
+        fields = ATTEMPT_FIELDS
 
 
 class DeliverySerializer(serializers.ModelSerializer):
@@ -197,12 +199,7 @@ class DeliverySerializer(serializers.ModelSerializer):
             "notification",
             "subscription",
             "callback",
-            "status",
-            "attempts",
-            "last_status_code",
-            "last_error",
-            "last_attempt_at",
-            "delivered_at",
+            *DELIVERY_OUTCOME_FIELDS,
             "due_at",
             "created_at",
             "attempt_log",
