@@ -330,7 +330,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     @admin.display(description="recent deliveries")
     def recent_deliveries(self, obj: Subscription) -> SafeString:
         rows = list(
-            Delivery.objects.filter(subscription_id=obj.pk)
+            selectors.deliveries_list(subscription_id=obj.pk)
             .order_by("-id")
             .only(*DELIVERY_TABLE_FIELDS)[:RECENT_DELIVERIES]
         )
@@ -346,7 +346,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Retry the failed deliveries of the selected subscriptions", permissions=["retry_failed"])
     def retry_failed(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = services.deliveries_replay(Delivery.objects.filter(subscription__in=queryset))
+        count = services.deliveries_replay(selectors.deliveries_failed(subscriptions=queryset))
         self.message_user(request, f"{count} failed deliveries sent again.", messages.SUCCESS)
 
     @admin.action(description="Pause the selected subscriptions", permissions=["change"])
@@ -440,7 +440,7 @@ class NotificationAdmin(ReadOnlyAdmin):
     @admin.display(description="deliveries per subscriber")
     def deliveries(self, obj: Notification) -> SafeString:
         rows = list(
-            Delivery.objects.filter(notification_id=obj.pk)
+            selectors.deliveries_list(notification_id=obj.pk)
             .order_by("id")
             .only(*DELIVERY_TABLE_FIELDS)[: NOTIFICATION_DELIVERIES + 1]
         )

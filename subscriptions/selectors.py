@@ -1,4 +1,9 @@
-"""Reads: which subscriptions a notification reaches, and delivery figures."""
+"""Reads: which subscriptions a notification reaches, which deliveries a filter selects, and delivery figures.
+
+The edges (API views, admin, management commands) read through these, so that a
+question such as "which deliveries of this subscription failed since T" has one
+answer wherever it is asked.
+"""
 
 import json
 import threading
@@ -57,6 +62,61 @@ def estimated_rows(queryset: QuerySet) -> int | None:
         return None
     plan = json.loads(queryset.explain(format="json"))
     return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def deliveries_list(
+    *,
+    subscription_id: int | None = None,
+    subscriptions: QuerySet[Subscription] | None = None,
+    notification_id: int | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    delivery_id: int | None = None,
+) -> QuerySet[Delivery]:
+    """Deliveries narrowed by each filter given (`since`: last attempt at or after it), in no order.
+
+    Each filter is an indexed lookup; callers order and slice what they show.
+    """
+    deliveries = Delivery.objects.all()
+    if subscription_id is not None:
+        deliveries = deliveries.filter(subscription_id=subscription_id)
+    if subscriptions is not None:
+        deliveries = deliveries.filter(subscription__in=subscriptions)
+    if notification_id is not None:
+        deliveries = deliveries.filter(notification_id=notification_id)
+    if status is not None:
+        deliveries = deliveries.filter(status=status)
+    if since is not None:
+        deliveries = deliveries.filter(last_attempt_at__gte=since)
+    if delivery_id is not None:
+        deliveries = deliveries.filter(pk=delivery_id)
+    return deliveries
+
+
+def subscription_exists(*, subscription_id: int) -> bool:
+    return Subscription.objects.filter(pk=subscription_id).exists()
+
+
+def delivery_status(*, delivery_id: int) -> str | None:
+    """The delivery's status, None when there is no such delivery."""
+    return Delivery.objects.filter(pk=delivery_id).values_list("status", flat=True).first()
+
+
+def deliveries_failed(
+    *,
+    subscription_id: int | None = None,
+    subscriptions: QuerySet[Subscription] | None = None,
+    since: datetime | None = None,
+    delivery_id: int | None = None,
+) -> QuerySet[Delivery]:
+    """The dead letters: failed deliveries, of a subscription, since a time, or one delivery (what a replay sends)."""
+    return deliveries_list(
+        subscription_id=subscription_id,
+        subscriptions=subscriptions,
+        status=Delivery.Status.FAILED,
+        since=since,
+        delivery_id=delivery_id,
+    )
 
 
 def subscription_figures(*, subscription_id: int) -> dict[str, object]:

@@ -14,6 +14,7 @@ from subscriptions import selectors, services, throttles
 from subscriptions.api import serializers
 from subscriptions.api.errors import hub_error_response, refusal
 from subscriptions.api.permissions import CanManage, CanPublish, CanPublishOrManage
+from subscriptions.filters import DeliveryFilterSerializer
 from subscriptions.models import Delivery, Notification, Subscription, SubscriptionRequest
 from subscriptions.throttles import PublishThrottle
 from subscriptions.topics import InvalidTopic, subscription_key
@@ -176,7 +177,7 @@ class SubscriptionRetryFailed(APIView):
 
     def post(self, request: Request, pk: int) -> Response:
         subscription = get_object_or_404(Subscription, pk=pk)
-        count = services.deliveries_replay(Delivery.objects.filter(subscription=subscription))
+        count = services.deliveries_replay(selectors.deliveries_failed(subscription_id=subscription.pk))
         return Response({"retried": count}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -232,21 +233,8 @@ class DeliveryList(generics.ListAPIView):
     serializer_class = serializers.DeliverySerializer
 
     def get_queryset(self):
-        queryset = Delivery.objects.prefetch_related("attempt_log").order_by("-id")
-        params = self.request.query_params
-        for name in ("subscription", "notification"):
-            value = params.get(name)
-            if value is not None:
-                try:
-                    queryset = queryset.filter(**{f"{name}_id": int(value)})
-                except ValueError:
-                    raise ValidationError({name: ["must be a whole number (an id)"]}) from None
-        state = params.get("status")
-        if state is not None:
-            if state not in Delivery.Status.values:
-                raise ValidationError({"status": [f"must be one of {', '.join(Delivery.Status.values)}"]})
-            queryset = queryset.filter(status=state)
-        return queryset
+        filters = DeliveryFilterSerializer(data=self.request.query_params).selector_kwargs()
+        return selectors.deliveries_list(**filters).prefetch_related("attempt_log").order_by("-id")
 
 
 @extend_schema_view(
@@ -274,7 +262,7 @@ class DeliveryRetry(APIView):
             return refusal(
                 f"only a failed delivery can be retried; this one is {delivery.status}", status.HTTP_409_CONFLICT
             )
-        count = services.deliveries_replay(Delivery.objects.filter(pk=pk))
+        count = services.deliveries_replay(selectors.deliveries_failed(delivery_id=pk))
         return Response({"retried": count}, status=status.HTTP_202_ACCEPTED)
 
 
