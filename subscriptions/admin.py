@@ -182,10 +182,8 @@ class ExpiryFilter(admin.SimpleListFilter):
         return [("live", "Live"), ("expired", "Expired (awaiting removal)")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() == "live":
-            return queryset.filter(expires_at__gt=timezone.now())
-        if self.value() == "expired":
-            return queryset.filter(expires_at__lte=timezone.now())
+        if self.value() in ("live", "expired"):
+            return selectors.subscriptions_list(among=queryset, expired=self.value() == "expired")
         return queryset
 
 

@@ -15,6 +15,7 @@ from typing import NamedTuple
 from django.db import connections
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import Length
+from django.utils import timezone
 
 from subscriptions.models import Delivery, Notification, Subscription
 
@@ -62,6 +63,38 @@ def estimated_rows(queryset: QuerySet) -> int | None:
         return None
     plan = json.loads(queryset.explain(format="json"))
     return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def subscriptions_list(
+    *,
+    among: QuerySet[Subscription] | None = None,
+    topic_keys: list[str] | None = None,
+    callback: str | None = None,
+    callback_contains: str | None = None,
+    state: str | None = None,
+    expired: bool | None = None,
+    now: datetime | None = None,
+) -> QuerySet[Subscription]:
+    """Subscriptions (of `among`, else all) narrowed by each filter given, in no order.
+
+    `state` selects subscriptions in that state whose lease still runs; `expired`
+    those whose lease is over (True) or still runs (False), at `now`.
+    """
+    subscriptions = Subscription.objects.all() if among is None else among
+    now = now or timezone.now()
+    if topic_keys is not None:
+        subscriptions = subscriptions.filter(topic_key__in=topic_keys)
+    if callback is not None:
+        subscriptions = subscriptions.filter(callback=callback)
+    if callback_contains:
+        subscriptions = subscriptions.filter(callback__contains=callback_contains)
+    if state is not None:
+        subscriptions = subscriptions.filter(state=state, expires_at__gt=now)
+    if expired is True:
+        subscriptions = subscriptions.filter(expires_at__lte=now)
+    elif expired is False:
+        subscriptions = subscriptions.filter(expires_at__gt=now)
+    return subscriptions
 
 
 def deliveries_list(

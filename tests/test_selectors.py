@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from subscriptions import selectors
 from subscriptions.models import Delivery
+from subscriptions.topics import subscription_key
 from tests.factories import DeliveryFactory, SubscriptionFactory
 from websubhub.celery import app as celery_app
 
@@ -101,3 +102,26 @@ def test_the_admins_subscription_retry_replays_the_selected_subscriptions_failur
 
     assert response.status_code == 302
     assert set(Delivery.objects.filter(status=Delivery.Status.PENDING)) == {history["recent"], history["old"]}
+
+
+def test_subscriptions_by_topic_callback_and_lease_through_one_selector(client, admin_client) -> None:
+    # given a live and an expired subscription on one topic, and one on another topic
+    now = timezone.now()
+    live = SubscriptionFactory(topic="orders.eu", callback="https://a.example/cb")
+    expired = SubscriptionFactory(
+        topic="orders.eu", callback="https://b.example/cb", expires_at=now - timedelta(hours=1)
+    )
+    SubscriptionFactory(topic="invoices", callback="https://a.example/other")
+
+    # then the selector, the API, the command and the admin's lease filter agree
+    keys = [subscription_key("orders.eu")]
+    assert set(selectors.subscriptions_list(topic_keys=keys)) == {live, expired}
+    assert set(selectors.subscriptions_list(topic_keys=keys, expired=True)) == {expired}
+    assert set(selectors.subscriptions_list(topic_keys=keys, state=live.state)) == {live}
+    listed = client.get("/api/subscriptions/", {"topic": "ORDERS.EU", "callback": "https://a.example/cb"}).json()
+    assert [row["id"] for row in listed["results"]] == [live.pk]
+    out = io.StringIO()
+    call_command("hub_subscriptions", "--topic", "orders.eu", "--state", "expired", stdout=out)
+    assert [line.split()[0] for line in out.getvalue().splitlines()[2:]] == [str(expired.pk)]
+    page = admin_client.get("/admin/subscriptions/subscription/", {"lease": "expired"}).content.decode()
+    assert "https://b.example/cb" in page and "https://a.example/cb" not in page

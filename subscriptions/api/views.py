@@ -100,21 +100,19 @@ class SubscriptionListCreate(generics.ListAPIView):
     serializer_class = serializers.SubscriptionSerializer
 
     def get_queryset(self):
-        queryset = Subscription.objects.order_by("id")
         topic = self.request.query_params.get("topic")
         callback = self.request.query_params.get("callback")
         if "\x00" in (topic or "") + (callback or ""):
             # Validation never stores a NUL, and PostgreSQL cannot even compare one (a 500, not an empty list).
-            return queryset.none()
+            return Subscription.objects.none()
+        topic_keys = None
         if topic is not None:
-            # The same topic however it is spelled: `un.cefact` finds `UN.CEFACT.*`.
+            # The same topic however it is spelled: `un.cefact` finds `UN.CEFACT.*`; an invalid one finds nothing.
             try:
-                queryset = queryset.filter(topic_key=subscription_key(topic))
+                topic_keys = [subscription_key(topic)]
             except InvalidTopic:
-                queryset = queryset.none()
-        if callback is not None:
-            queryset = queryset.filter(callback=callback)
-        return queryset
+                return Subscription.objects.none()
+        return selectors.subscriptions_list(topic_keys=topic_keys, callback=callback).order_by("id")
 
     def post(self, request: Request) -> Response:
         serializer = serializers.SubscriptionCreateSerializer(data=request.data)
