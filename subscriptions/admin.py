@@ -19,7 +19,6 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -32,7 +31,15 @@ from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
 from subscriptions import ratelimit, selectors, services
-from subscriptions.models import Delivery, DeliveryAttempt, Notification, Subscription, SubscriptionRequest
+from subscriptions.models import (
+    ATTEMPT_FIELDS,
+    DELIVERY_OUTCOME_FIELDS,
+    Delivery,
+    DeliveryAttempt,
+    Notification,
+    Subscription,
+    SubscriptionRequest,
+)
 
 # Below this many rows (by the planner's estimate) an exact COUNT(*) is cheap, so
 # small tables, and tests, show exact figures.
@@ -49,9 +56,9 @@ class EstimatedCountPaginator(Paginator):
     """A paginator that counts an unfiltered PostgreSQL table from its statistics instead of COUNT(*).
 
     COUNT(*) reads the whole table (seconds at a million deliveries), and the
-    admin runs it on every list page. `pg_class.reltuples`, kept by autovacuum's
-    ANALYZE, is a good enough total for a paginator. A filtered or searched list,
-    a small table, a table never analysed, and SQLite all get the exact count.
+    admin runs it on every list page. The planner's estimate, from the statistics
+    autovacuum's ANALYZE keeps, is a good enough total for a paginator. A filtered
+    or searched list, a small table, and SQLite get the exact count.
     """
 
     estimated = False
@@ -71,17 +78,10 @@ class EstimatedCountPaginator(Paginator):
         query = queryset.query
         if query.where or query.distinct or query.combinator or query.is_sliced:
             return None
-        connection = connections[queryset.db]
-        if connection.vendor != "postgresql":
+        estimate = selectors.estimated_rows(queryset.order_by())
+        if estimate is None or estimate < EXACT_COUNT_BELOW:
             return None
-        table = connection.ops.quote_name(queryset.model._meta.db_table)
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [table])
-            row = cursor.fetchone()
-        # reltuples is -1 for a table never analysed (PostgreSQL 14+).
-        if row is None or row[0] is None or row[0] < EXACT_COUNT_BELOW:
-            return None
-        return int(row[0])
+        return estimate
 
 
 class LargeListAdmin(admin.ModelAdmin):
@@ -182,10 +182,8 @@ class ExpiryFilter(admin.SimpleListFilter):
         return [("live", "Live"), ("expired", "Expired (awaiting removal)")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() == "live":
-            return queryset.filter(expires_at__gt=timezone.now())
-        if self.value() == "expired":
-            return queryset.filter(expires_at__lte=timezone.now())
+        if self.value() in ("live", "expired"):
+            return selectors.subscriptions_list(among=queryset, expired=self.value() == "expired")
         return queryset
 
 
@@ -330,7 +328,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     @admin.display(description="recent deliveries")
     def recent_deliveries(self, obj: Subscription) -> SafeString:
         rows = list(
-            Delivery.objects.filter(subscription_id=obj.pk)
+            selectors.deliveries_list(subscription_id=obj.pk)
             .order_by("-id")
             .only(*DELIVERY_TABLE_FIELDS)[:RECENT_DELIVERIES]
         )
@@ -346,7 +344,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Retry the failed deliveries of the selected subscriptions", permissions=["retry_failed"])
     def retry_failed(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = services.deliveries_replay(Delivery.objects.filter(subscription__in=queryset))
+        count = services.deliveries_replay(selectors.deliveries_failed(subscriptions=queryset))
         self.message_user(request, f"{count} failed deliveries sent again.", messages.SUCCESS)
 
     @admin.action(description="Pause the selected subscriptions", permissions=["change"])
@@ -440,7 +438,7 @@ class NotificationAdmin(ReadOnlyAdmin):
     @admin.display(description="deliveries per subscriber")
     def deliveries(self, obj: Notification) -> SafeString:
         rows = list(
-            Delivery.objects.filter(notification_id=obj.pk)
+            selectors.deliveries_list(notification_id=obj.pk)
             .order_by("id")
             .only(*DELIVERY_TABLE_FIELDS)[: NOTIFICATION_DELIVERIES + 1]
         )
@@ -458,7 +456,7 @@ class NotificationAdmin(ReadOnlyAdmin):
 
 class DeliveryAttemptInline(admin.TabularInline):
     model = DeliveryAttempt
-    fields = ["number", "started_at", "duration_ms", "status_code", "error", "response_body"]
+    fields = ATTEMPT_FIELDS
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -470,18 +468,7 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
-    list_display = [
-        "id",
-        "notification_link",
-        "subscription_link",
-        "callback",
-        "status",
-        "attempts",
-        "last_status_code",
-        "last_error",
-        "last_attempt_at",
-        "delivered_at",
-    ]
+    list_display = ["id", "notification_link", "subscription_link", "callback", *DELIVERY_OUTCOME_FIELDS]
     list_filter = ["status"]
     search_fields = ["callback"]
     readonly_fields = [
@@ -489,12 +476,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "notification_link",
         "subscription_link",
         "callback",
-        "status",
-        "attempts",
-        "last_status_code",
-        "last_error",
-        "last_attempt_at",
-        "delivered_at",
+        *DELIVERY_OUTCOME_FIELDS,
         "due_at",
         "created_at",
         "updated_at",

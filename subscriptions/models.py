@@ -177,6 +177,12 @@ class Delivery(TimeStamped):
         return f"notification #{self.notification_id} -> {self.callback} ({self.status})"
 
 
+# What a delivery's record says about its outcome, and what one attempt recorded:
+# the admin and the API show these same columns.
+DELIVERY_OUTCOME_FIELDS = ["status", "attempts", "last_status_code", "last_error", "last_attempt_at", "delivered_at"]
+ATTEMPT_FIELDS = ["number", "started_at", "duration_ms", "status_code", "error", "response_body"]
+
+
 class DeliveryAttempt(models.Model):
     """One POST of a delivery to its callback, kept for inspection (the attempt log)."""
 

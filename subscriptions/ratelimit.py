@@ -28,6 +28,11 @@ SLOT_TOLERANCE = 0.05
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# The units a rate may name, in the order the API schema's pattern lists them.
+UNITS = tuple(_UNIT_SECONDS)
+# Spellings of a rate setting that mean "no limit" (compared stripped, in any case):
+# the callback rate limit and the abuse throttles read them alike.
+OFF_SPELLINGS = ("", "off", "none")
 
 
 class InvalidRate(ValueError):
@@ -43,11 +48,20 @@ class Rate:
         return f"{self.limit}/{self.window:g}s"
 
 
+def is_off(text: str | None) -> bool:
+    """Whether a rate setting says "no limit"."""
+    return (text or "").strip().lower() in OFF_SPELLINGS
+
+
 def parse_rate(text: str) -> Rate | None:
-    """`100/10s`, `5/s`, `1000/1m`, `20/500ms`; "" or "off" means no limit (None). Raises InvalidRate."""
-    text = (text or "").strip()
-    if text.lower() in ("", "off", "none"):
+    """`100/10s`, `5/s`, `1000/1m`, `20/500ms`; "" or "off" means no limit (None). Raises InvalidRate.
+
+    The one reading of a rate: the callback rate limit (setting, API, admin) and
+    the abuse throttles (HUB_THROTTLE_*) all parse with it.
+    """
+    if is_off(text):
         return None
+    text = text.strip()
     match = _RATE.match(text)
     if not match:
         raise InvalidRate(

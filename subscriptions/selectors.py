@@ -1,13 +1,21 @@
-"""Reads: which subscriptions a notification reaches, and delivery figures."""
+"""Reads: which subscriptions a notification reaches, which deliveries a filter selects, and delivery figures.
 
+The edges (API views, admin, management commands) read through these, so that a
+question such as "which deliveries of this subscription failed since T" has one
+answer wherever it is asked.
+"""
+
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import datetime
 from typing import NamedTuple
 
-from django.db.models import Count, Q
+from django.db import connections
+from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import Length
+from django.utils import timezone
 
 from subscriptions.models import Delivery, Notification, Subscription
 
@@ -43,6 +51,105 @@ def subscriptions_matching(keys: list[str], *, now: datetime) -> Iterator[Match]
         previous = callback
         paused = state == Subscription.State.PAUSED and resume_after is not None and resume_after > now
         yield Match(subscription_id, callback, resume_after if paused else None)
+
+
+def estimated_rows(queryset: QuerySet) -> int | None:
+    """The PostgreSQL planner's row estimate for a query, from the table's statistics: no scan.
+
+    None on other databases, which have no such estimate. The admin's paginator
+    and the /metrics subscription counts both count large tables with it.
+    """
+    if connections[queryset.db].vendor != "postgresql":
+        return None
+    plan = json.loads(queryset.explain(format="json"))
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def subscriptions_list(
+    *,
+    among: QuerySet[Subscription] | None = None,
+    topic_keys: list[str] | None = None,
+    callback: str | None = None,
+    callback_contains: str | None = None,
+    state: str | None = None,
+    expired: bool | None = None,
+    now: datetime | None = None,
+) -> QuerySet[Subscription]:
+    """Subscriptions (of `among`, else all) narrowed by each filter given, in no order.
+
+    `state` selects subscriptions in that state whose lease still runs; `expired`
+    those whose lease is over (True) or still runs (False), at `now`.
+    """
+    subscriptions = Subscription.objects.all() if among is None else among
+    now = now or timezone.now()
+    if topic_keys is not None:
+        subscriptions = subscriptions.filter(topic_key__in=topic_keys)
+    if callback is not None:
+        subscriptions = subscriptions.filter(callback=callback)
+    if callback_contains:
+        subscriptions = subscriptions.filter(callback__contains=callback_contains)
+    if state is not None:
+        subscriptions = subscriptions.filter(state=state, expires_at__gt=now)
+    if expired is True:
+        subscriptions = subscriptions.filter(expires_at__lte=now)
+    elif expired is False:
+        subscriptions = subscriptions.filter(expires_at__gt=now)
+    return subscriptions
+
+
+def deliveries_list(
+    *,
+    subscription_id: int | None = None,
+    subscriptions: QuerySet[Subscription] | None = None,
+    notification_id: int | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    delivery_id: int | None = None,
+) -> QuerySet[Delivery]:
+    """Deliveries narrowed by each filter given (`since`: last attempt at or after it), in no order.
+
+    Each filter is an indexed lookup; callers order and slice what they show.
+    """
+    deliveries = Delivery.objects.all()
+    if subscription_id is not None:
+        deliveries = deliveries.filter(subscription_id=subscription_id)
+    if subscriptions is not None:
+        deliveries = deliveries.filter(subscription__in=subscriptions)
+    if notification_id is not None:
+        deliveries = deliveries.filter(notification_id=notification_id)
+    if status is not None:
+        deliveries = deliveries.filter(status=status)
+    if since is not None:
+        deliveries = deliveries.filter(last_attempt_at__gte=since)
+    if delivery_id is not None:
+        deliveries = deliveries.filter(pk=delivery_id)
+    return deliveries
+
+
+def subscription_exists(*, subscription_id: int) -> bool:
+    return Subscription.objects.filter(pk=subscription_id).exists()
+
+
+def delivery_status(*, delivery_id: int) -> str | None:
+    """The delivery's status, None when there is no such delivery."""
+    return Delivery.objects.filter(pk=delivery_id).values_list("status", flat=True).first()
+
+
+def deliveries_failed(
+    *,
+    subscription_id: int | None = None,
+    subscriptions: QuerySet[Subscription] | None = None,
+    since: datetime | None = None,
+    delivery_id: int | None = None,
+) -> QuerySet[Delivery]:
+    """The dead letters: failed deliveries, of a subscription, since a time, or one delivery (what a replay sends)."""
+    return deliveries_list(
+        subscription_id=subscription_id,
+        subscriptions=subscriptions,
+        status=Delivery.Status.FAILED,
+        since=since,
+        delivery_id=delivery_id,
+    )
 
 
 def subscription_figures(*, subscription_id: int) -> dict[str, object]:

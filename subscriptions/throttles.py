@@ -3,7 +3,8 @@
 Subscribe and unsubscribe requests are limited per client address and per
 callback host, so the hub cannot be made to fire verification requests at a
 victim; publishing is limited per token (per client address for publish pings
-on /hub). Rates are settings in DRF's "N/period" form; "off" disables one.
+on /hub). Rates are settings read like the callback rate limit (ratelimit.parse_rate:
+"30/m", "100/s", "5/10s"); "off" disables one.
 """
 
 import ipaddress
@@ -12,15 +13,20 @@ from django.conf import settings
 from django.http import HttpRequest
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
-from subscriptions import netguard
+from subscriptions import netguard, ratelimit
 
 
 class _SettingRateThrottle(SimpleRateThrottle):
     setting = ""
 
     def get_rate(self) -> str | None:
-        rate = (getattr(settings, self.setting, "") or "").strip()
-        return None if rate.lower() in ("", "off", "none") else rate
+        rate = getattr(settings, self.setting, "") or ""
+        return None if ratelimit.is_off(rate) else rate
+
+    def parse_rate(self, rate: str | None) -> tuple[int | None, float | None]:
+        # DRF's own parser would be a second reading of the same kind of setting.
+        parsed = ratelimit.parse_rate(rate or "")
+        return (None, None) if parsed is None else (parsed.limit, parsed.window)
 
     def __init__(self, key: str = "") -> None:
         self._key = key

@@ -283,17 +283,23 @@ if not 0 < HUB_LEASE_SECONDS_MIN <= HUB_LEASE_SECONDS_DEFAULT <= HUB_LEASE_SECON
 # after the 202 answer (WebSub §5.2).
 HUB_TOPIC_DENYLIST = [p for p in env.list("HUB_TOPIC_DENYLIST", default=[]) if p]
 
+# The lists these settings are checked against have one home each, beside the code
+# that uses them. Imported here, after PROMETHEUS_MULTIPROC_DIR is set above.
+# Lower-case module names, so that Django does not take the lists for settings.
+from subscriptions import delivery as _delivery  # noqa: E402
+from subscriptions import netguard as _netguard  # noqa: E402
+
 # HMAC algorithm of X-Hub-Signature: sha1, sha256, sha384 or sha512 (WebSub §7.1).
 HUB_SIGNATURE_ALGORITHM = env.str("HUB_SIGNATURE_ALGORITHM", default="sha256").lower()
-if HUB_SIGNATURE_ALGORITHM not in ("sha1", "sha256", "sha384", "sha512"):
-    raise ImproperlyConfigured("HUB_SIGNATURE_ALGORITHM must be one of sha1, sha256, sha384, sha512")
+if HUB_SIGNATURE_ALGORITHM not in _delivery.SIGNATURE_ALGORITHMS:
+    raise ImproperlyConfigured(f"HUB_SIGNATURE_ALGORITHM must be one of {', '.join(_delivery.SIGNATURE_ALGORITHMS)}")
 
 # Outbound requests (verification, delivery, topic fetch) may only reach public
 # addresses on these ports, checked when a URL is given and again at connect
 # time. HUB_ALLOW_PRIVATE_ADDRESSES=true lifts the address check: development
 # and tests only (scripts/run and scripts/test set it).
 HUB_ALLOW_PRIVATE_ADDRESSES = env.bool("HUB_ALLOW_PRIVATE_ADDRESSES", default=False)
-HUB_ALLOWED_PORTS = env.str("HUB_ALLOWED_PORTS", default="80,443,1024-65535")
+HUB_ALLOWED_PORTS = env.str("HUB_ALLOWED_PORTS", default=_netguard.DEFAULT_ALLOWED_PORTS)
 
 # Outbound HTTP (verification, delivery, topic fetch): seconds.
 HUB_HTTP_CONNECT_TIMEOUT = env.float("HUB_HTTP_CONNECT_TIMEOUT", default=5.0)

@@ -6,6 +6,8 @@ from rest_framework import serializers
 from subscriptions import ratelimit, services
 from subscriptions.api.errors import hub_error_for_api
 from subscriptions.models import (
+    ATTEMPT_FIELDS,
+    DELIVERY_OUTCOME_FIELDS,
     MAX_CALLBACK_LENGTH,
     Delivery,
     DeliveryAttempt,
@@ -26,13 +28,16 @@ _URL = r"[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,200})(?:[/?]" + _
 _SEGMENT = _NO_SPACE + r'.*:<>"{}|\\^`]+'
 TOPIC_PATTERN = rf"^(?:{_URL}|{_SEGMENT}(?:\.{_SEGMENT})*(?:\.\*)?)$"
 PUBLISH_TOPIC_PATTERN = rf"^(?:{_URL}|{_SEGMENT}(?:\.{_SEGMENT})*)$"
+# The default HUB_ALLOWED_PORTS (netguard.DEFAULT_ALLOWED_PORTS); a test checks they agree.
 _PORT = (
     r"(?::(?:80|443|102[4-9]|10[3-9][0-9]|1[1-9][0-9]{2}|[2-9][0-9]{3}|[1-5][0-9]{4}|6[0-4][0-9]{3}"
     r"|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
 )
 CALLBACK_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9](?:[A-Za-z0-9.-]{{0,200}}){_PORT}(?:[/?][\u0021-\u007e]*)?$"
 SECRET_PATTERN = r"^[\u0020-\u007e]{0,199}$"  # noqa: S105 - a pattern, not a password
-RATE_PATTERN = r"^(?:[1-9][0-9]{0,8}/(?:[1-9][0-9]{0,5})?(?:ms|s|m|h|d)|off)?$"
+# The rate's units come from its one parser (ratelimit.parse_rate); a test checks
+# that everything this pattern accepts, the parser reads.
+RATE_PATTERN = rf"^(?:[1-9][0-9]{{0,8}}/(?:[1-9][0-9]{{0,5}})?(?:{'|'.join(ratelimit.UNITS)})|off)?$"
 
 
 class SchemaPattern(RegexValidator):
@@ -180,7 +185,7 @@ class SubscriptionRequestSerializer(serializers.ModelSerializer):
 class DeliveryAttemptSerializer(serializers.ModelSerializer):
     class Meta:
         model = DeliveryAttempt
-        fields = ["number", "started_at", "duration_ms", "status_code", "error", "response_body"]
+        fields = ATTEMPT_FIELDS
 
 
 class DeliverySerializer(serializers.ModelSerializer):
@@ -194,12 +199,7 @@ class DeliverySerializer(serializers.ModelSerializer):
             "notification",
             "subscription",
             "callback",
-            "status",
-            "attempts",
-            "last_status_code",
-            "last_error",
-            "last_attempt_at",
-            "delivered_at",
+            *DELIVERY_OUTCOME_FIELDS,
             "due_at",
             "created_at",
             "attempt_log",

@@ -14,6 +14,7 @@ from subscriptions import selectors, services, throttles
 from subscriptions.api import serializers
 from subscriptions.api.errors import hub_error_response, refusal
 from subscriptions.api.permissions import CanManage, CanPublish, CanPublishOrManage
+from subscriptions.filters import DeliveryFilterSerializer
 from subscriptions.models import Delivery, Notification, Subscription, SubscriptionRequest
 from subscriptions.throttles import PublishThrottle
 from subscriptions.topics import InvalidTopic, subscription_key
@@ -99,21 +100,19 @@ class SubscriptionListCreate(generics.ListAPIView):
     serializer_class = serializers.SubscriptionSerializer
 
     def get_queryset(self):
-        queryset = Subscription.objects.order_by("id")
         topic = self.request.query_params.get("topic")
         callback = self.request.query_params.get("callback")
         if "\x00" in (topic or "") + (callback or ""):
             # Validation never stores a NUL, and PostgreSQL cannot even compare one (a 500, not an empty list).
-            return queryset.none()
+            return Subscription.objects.none()
+        topic_keys = None
         if topic is not None:
-            # The same topic however it is spelled: `un.cefact` finds `UN.CEFACT.*`.
+            # The same topic however it is spelled: `un.cefact` finds `UN.CEFACT.*`; an invalid one finds nothing.
             try:
-                queryset = queryset.filter(topic_key=subscription_key(topic))
+                topic_keys = [subscription_key(topic)]
             except InvalidTopic:
-                queryset = queryset.none()
-        if callback is not None:
-            queryset = queryset.filter(callback=callback)
-        return queryset
+                return Subscription.objects.none()
+        return selectors.subscriptions_list(topic_keys=topic_keys, callback=callback).order_by("id")
 
     def post(self, request: Request) -> Response:
         serializer = serializers.SubscriptionCreateSerializer(data=request.data)
@@ -176,7 +175,7 @@ class SubscriptionRetryFailed(APIView):
 
     def post(self, request: Request, pk: int) -> Response:
         subscription = get_object_or_404(Subscription, pk=pk)
-        count = services.deliveries_replay(Delivery.objects.filter(subscription=subscription))
+        count = services.deliveries_replay(selectors.deliveries_failed(subscription_id=subscription.pk))
         return Response({"retried": count}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -232,21 +231,8 @@ class DeliveryList(generics.ListAPIView):
     serializer_class = serializers.DeliverySerializer
 
     def get_queryset(self):
-        queryset = Delivery.objects.prefetch_related("attempt_log").order_by("-id")
-        params = self.request.query_params
-        for name in ("subscription", "notification"):
-            value = params.get(name)
-            if value is not None:
-                try:
-                    queryset = queryset.filter(**{f"{name}_id": int(value)})
-                except ValueError:
-                    raise ValidationError({name: ["must be a whole number (an id)"]}) from None
-        state = params.get("status")
-        if state is not None:
-            if state not in Delivery.Status.values:
-                raise ValidationError({"status": [f"must be one of {', '.join(Delivery.Status.values)}"]})
-            queryset = queryset.filter(status=state)
-        return queryset
+        filters = DeliveryFilterSerializer(data=self.request.query_params).selector_kwargs()
+        return selectors.deliveries_list(**filters).prefetch_related("attempt_log").order_by("-id")
 
 
 @extend_schema_view(
@@ -274,7 +260,7 @@ class DeliveryRetry(APIView):
             return refusal(
                 f"only a failed delivery can be retried; this one is {delivery.status}", status.HTTP_409_CONFLICT
             )
-        count = services.deliveries_replay(Delivery.objects.filter(pk=pk))
+        count = services.deliveries_replay(selectors.deliveries_failed(delivery_id=pk))
         return Response({"retried": count}, status=status.HTTP_202_ACCEPTED)
 
 

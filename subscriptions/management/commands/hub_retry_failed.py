@@ -4,11 +4,11 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils.dateparse import parse_datetime
-from django.utils.timezone import is_naive, make_aware
+from rest_framework.exceptions import ValidationError
 
-from subscriptions import services
-from subscriptions.models import Delivery, Subscription
+from subscriptions import selectors, services
+from subscriptions.filters import SINCE_REFUSAL, FailedDeliveryFilterSerializer
+from subscriptions.models import Delivery
 
 
 class Command(BaseCommand):
@@ -26,27 +26,27 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="count, send nothing")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        deliveries = Delivery.objects.filter(status=Delivery.Status.FAILED)
-        if options["subscription"] is not None:
-            # A mistyped id must not pass for "nothing to retry".
-            if not Subscription.objects.filter(pk=options["subscription"]).exists():
-                raise CommandError(f"there is no subscription {options['subscription']}")
-            deliveries = deliveries.filter(subscription_id=options["subscription"])
+        # A mistyped id must not pass for "nothing to retry".
+        if options["subscription"] is not None and not selectors.subscription_exists(
+            subscription_id=options["subscription"]
+        ):
+            raise CommandError(f"there is no subscription {options['subscription']}")
         if options["delivery"] is not None:
-            status = Delivery.objects.filter(pk=options["delivery"]).values_list("status", flat=True).first()
+            status = selectors.delivery_status(delivery_id=options["delivery"])
             if status is None:
                 raise CommandError(f"there is no delivery {options['delivery']}")
             if status != Delivery.Status.FAILED:
                 # As POST /api/deliveries/<id>/retry/ answers (409).
                 raise CommandError(f"only a failed delivery can be retried; delivery {options['delivery']} is {status}")
-            deliveries = deliveries.filter(pk=options["delivery"])
+        given = {name: options[name] for name in ("subscription", "delivery") if options[name] is not None}
         if options["since"]:
-            since = parse_datetime(options["since"])
-            if since is None:
-                raise CommandError(
-                    f"--since must be an ISO 8601 time such as 2026-11-28T10:00:00Z, not {options['since']!r}"
-                )
-            deliveries = deliveries.filter(last_attempt_at__gte=make_aware(since) if is_naive(since) else since)
+            given["since"] = options["since"]
+        try:
+            filters = FailedDeliveryFilterSerializer(data=given).selector_kwargs()
+        except ValidationError:
+            # argparse has read the ids already: only the time can be refused here.
+            raise CommandError(f"--since {SINCE_REFUSAL}, not {options['since']!r}") from None
+        deliveries = selectors.deliveries_failed(**filters)
         if options["dry_run"]:
             self.stdout.write(f"{deliveries.count()} failed deliveries would be sent again")
             return

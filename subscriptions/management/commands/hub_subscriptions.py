@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.utils import timezone
 
+from subscriptions import selectors
 from subscriptions.models import Subscription
 from subscriptions.topics import InvalidTopic, publish_keys, subscription_key
 
@@ -60,22 +61,23 @@ class Command(BaseCommand):
             self.stderr.write(f"showing the first {limit}; more match (--limit 0 shows all)")
 
     def _filtered(self, options: dict[str, Any], now: datetime) -> QuerySet[Subscription]:
-        subscriptions = Subscription.objects.order_by("-id")
+        topic_keys = None
         try:
             if options["topic"] is not None:
-                subscriptions = subscriptions.filter(topic_key=subscription_key(options["topic"]))
+                topic_keys = [subscription_key(options["topic"])]
             if options["matching"] is not None:
-                subscriptions = subscriptions.filter(topic_key__in=publish_keys(options["matching"]))
+                matching = publish_keys(options["matching"])
+                topic_keys = matching if topic_keys is None else [key for key in topic_keys if key in matching]
         except InvalidTopic as exc:
             raise CommandError(f"invalid topic: {exc}") from None
-        if options["callback"]:
-            subscriptions = subscriptions.filter(callback__contains=options["callback"])
         state = options["state"]
-        if state == "expired":
-            subscriptions = subscriptions.filter(expires_at__lte=now)
-        elif state is not None:
-            subscriptions = subscriptions.filter(state=state, expires_at__gt=now)
-        return subscriptions
+        return selectors.subscriptions_list(
+            topic_keys=topic_keys,
+            callback_contains=options["callback"],
+            state=None if state in (None, "expired") else state,
+            expired=True if state == "expired" else None,
+            now=now,
+        ).order_by("-id")
 
     def _rows(self, subscriptions: QuerySet[Subscription], limit: int | None, now: datetime) -> list[tuple[str, ...]]:
         """The table's rows, one more than limit to tell whether more match; a progress line on a terminal."""
