@@ -133,7 +133,7 @@ def test_outcomes_are_counted_alike_whether_given_as_the_enum_or_as_its_plain_st
     assert _value(after, "websubhub_verifications_total", outcome="denied") == (
         _value(before, "websubhub_verifications_total", outcome="denied") + 2
     )
-    assert metrics.DELIVERY_OUTCOMES == tuple(metrics.DeliveryOutcome)
+    assert tuple(metrics.DeliveryOutcome) == metrics.DELIVERY_OUTCOMES
     with pytest.raises(ValueError):
         metrics.delivery_outcome("misspelt")
 
