@@ -76,7 +76,9 @@ def test_metrics_dir_defaults_to_metrics_under_the_var_dir(tmp_path: Path) -> No
         [
             sys.executable,
             "-c",
-            "import os; from websubhub import settings; "
+            # (a process's start, not the import of settings, makes the directory: django.setup())
+            "import os, django; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'websubhub.settings'); "
+            "django.setup(); from django.conf import settings; "
             "print(settings.HUB_METRICS_DIR); print(os.environ['PROMETHEUS_MULTIPROC_DIR'])",
         ],
         cwd=ROOT,
