@@ -51,7 +51,7 @@ def child_exit(server: object, worker: object) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "websubhub.settings")
     from django.conf import settings
 
-    # Settings first: they set PROMETHEUS_MULTIPROC_DIR, which prometheus_client reads on import.
+    # The master counts nothing itself, so prometheus_client's mode here does not matter: the directory is given.
     path = str(settings.HUB_METRICS_DIR)
     from prometheus_client import multiprocess
 

@@ -19,6 +19,7 @@ from kombu import Connection
 from prometheus_client.parser import text_string_to_metric_families
 
 from subscriptions import delivery, health, metrics, services, verification
+from subscriptions.metrics import collectors, recording
 from subscriptions.models import Notification, Subscription
 from tests.auth import api_client
 from tests.factories import DeliveryFactory, SubscriptionFactory, SubscriptionRequestFactory
@@ -75,7 +76,9 @@ def test_metrics_dir_defaults_to_metrics_under_the_var_dir(tmp_path: Path) -> No
         [
             sys.executable,
             "-c",
-            "import os; from websubhub import settings; "
+            # (a process's start, not the import of settings, makes the directory: django.setup())
+            "import os, django; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'websubhub.settings'); "
+            "django.setup(); from django.conf import settings; "
             "print(settings.HUB_METRICS_DIR); print(os.environ['PROMETHEUS_MULTIPROC_DIR'])",
         ],
         cwd=ROOT,
@@ -119,6 +122,25 @@ def test_metrics_answers_openmetrics_when_asked(db: None) -> None:
 
 
 @pytest.mark.django_db
+def test_outcomes_are_counted_alike_whether_given_as_the_enum_or_as_its_plain_string() -> None:
+    before = _scrape()
+    metrics.delivery_outcome(metrics.DeliveryOutcome.PARKED)
+    metrics.delivery_outcome("parked")
+    metrics.verification_outcome(metrics.VerificationOutcome.DENIED)
+    metrics.verification_outcome("denied")
+    after = _scrape()
+    assert _value(after, "websubhub_deliveries_total", outcome="parked") == (
+        _value(before, "websubhub_deliveries_total", outcome="parked") + 2
+    )
+    assert _value(after, "websubhub_verifications_total", outcome="denied") == (
+        _value(before, "websubhub_verifications_total", outcome="denied") + 2
+    )
+    assert tuple(metrics.DeliveryOutcome) == metrics.DELIVERY_OUTCOMES
+    with pytest.raises(ValueError):
+        metrics.delivery_outcome("misspelt")
+
+
+@pytest.mark.django_db
 def test_publishing_a_notification_increments_notifications_accepted() -> None:
     before = _value(_scrape(), "websubhub_notifications_accepted_total")
     # (the spread is enqueued on commit, which a `db` test never reaches: no broker involved)
@@ -158,7 +180,7 @@ def test_a_delivered_attempt_counts_the_outcome_the_latency_and_the_attempt_dura
     settings.HUB_CALLBACK_RATE_LIMIT = "off"
     row = DeliveryFactory()
     Notification.objects.filter(pk=row.notification_id).update(created_at=timezone.now() - timedelta(seconds=60))
-    metrics._published_at.cache_clear()
+    recording._published_at.cache_clear()
     monkeypatch.setattr(delivery, "post", lambda *args: delivery.Result(delivery.Outcome.DELIVERED, 204))
     before = _scrape()
     # when
@@ -286,16 +308,16 @@ def test_large_tables_are_estimated_by_the_planner_not_counted(monkeypatch: pyte
     if connection.vendor != "postgresql":
         pytest.skip("the estimate is PostgreSQL's planner; other databases always count")
     SubscriptionFactory.create_batch(2)
-    monkeypatch.setattr(metrics, "EXACT_COUNT_MAX", -1)
+    monkeypatch.setattr(collectors, "EXACT_COUNT_MAX", -1)
     estimated: list[str] = []
-    real = metrics._estimated_rows
+    real = collectors._estimated_rows
 
     def spy(queryset):
         estimated.append(str(queryset.query))
         return real(queryset)
 
-    monkeypatch.setattr(metrics, "_estimated_rows", spy)
-    counts = metrics.subscription_counts()
+    monkeypatch.setattr(collectors, "_estimated_rows", spy)
+    counts = collectors.subscription_counts()
     assert set(counts) == {"active", "paused"}
     assert all(isinstance(n, int) and n >= 0 for n in counts.values())
     # one estimate of the table, one per state; no COUNT
@@ -323,7 +345,7 @@ def test_metrics_still_answer_without_subscription_counts_when_the_database_fail
     def broken() -> dict[str, int]:
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(metrics, "subscription_counts", broken)
+    monkeypatch.setattr(collectors, "subscription_counts", broken)
     samples = _scrape()
     assert not any(name == "websubhub_subscriptions" for name, _ in samples)
     assert ("websubhub_deliveries_total", (("outcome", "delivered"),)) in samples

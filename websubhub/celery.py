@@ -1,15 +1,43 @@
 """The Celery application: `celery -A websubhub worker` (add `-B` or run `celery -A websubhub beat`)."""
 
 import os
+from pathlib import Path
 
 from celery import Celery
 from celery.signals import task_postrun, task_prerun
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "websubhub.settings")
 
 app = Celery("websubhub")
 # Every setting named CELERY_* in websubhub/settings.py configures this app.
 app.config_from_object("django.conf:settings", namespace="CELERY")
+
+# The filesystem transport's folders (the embedded broker, CELERY_BROKER_TRANSPORT_OPTIONS).
+FILESYSTEM_FOLDER_OPTIONS = ("data_folder_in", "data_folder_out", "control_folder", "processed_folder")
+
+
+def _hub_queues() -> dict[str, object]:
+    """Every hub queue declared on the app, so that a worker started without -Q consumes all of them."""
+    from django.conf import settings
+
+    exchange = Exchange(settings.CELERY_TASK_DEFAULT_EXCHANGE, type="direct")
+    return {"task_queues": tuple(Queue(name, exchange, routing_key=name) for name in settings.HUB_QUEUES)}
+
+
+# A promise: read when the configuration is first needed, after Django's settings load.
+app.add_defaults(_hub_queues)
+
+
+@app.on_after_configure.connect
+def _make_broker_folders(sender: Celery, **kwargs: object) -> None:
+    """The embedded broker's folders exist before any process (web, worker, beat, flower) opens it."""
+    if not str(sender.conf.broker_url).startswith("filesystem"):
+        return
+    options = sender.conf.broker_transport_options or {}
+    for option in FILESYSTEM_FOLDER_OPTIONS:
+        if options.get(option):
+            Path(options[option]).mkdir(parents=True, exist_ok=True)
 
 
 @task_prerun.connect

@@ -7,42 +7,38 @@ SQLite and Celery's filesystem transport under ./var, so it needs no service.
 
 import os
 import secrets
-import sys
 from datetime import timedelta
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+# The lists and parsers these settings are checked with have one home each, beside the code that
+# uses them (the allow list's parser is the outbound guard's, so the setting and the requests read
+# URLs alike). Lower-case module names, so that Django does not take the lists for settings.
+from subscriptions import delivery as _delivery
+from subscriptions import netguard as _netguard
+from subscriptions.netguard import url_prefixes
 from websubhub.queues import ALL_QUEUES, QueueName, TaskName
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
 # Where the embedded defaults keep their state (SQLite file, filesystem broker,
-# beat schedule, generated secret key). Ignored by git.
+# beat schedule, generated secret key). Ignored by git. Created at start-up
+# (SubscriptionsConfig.ready()), not here: importing settings changes nothing.
 VAR_DIR = Path(env.str("HUB_VAR_DIR", default=str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 # Prometheus multiprocess mode (README, "Metrics"): every process of this machine
 # (web, Celery workers) writes its counters to files here and /metrics adds them
-# up. prometheus_client reads PROMETHEUS_MULTIPROC_DIR once, when first imported,
-# so it is set here, before any module imports it.
+# up. subscriptions/metrics/process.py creates it and exports it as
+# PROMETHEUS_MULTIPROC_DIR before the hub's metrics exist.
 # https://prometheus.github.io/client_python/multiprocess/
 HUB_METRICS_DIR = Path(
     env.str("HUB_METRICS_DIR", default=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(VAR_DIR / "metrics"))
 )
-HUB_METRICS_DIR.mkdir(parents=True, exist_ok=True)
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(HUB_METRICS_DIR))
-if Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]) != HUB_METRICS_DIR:
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]) != HUB_METRICS_DIR:
     raise ImproperlyConfigured("HUB_METRICS_DIR and PROMETHEUS_MULTIPROC_DIR name different directories: set one")
-if "prometheus_client.values" in sys.modules:
-    # Already imported before these settings: `celery` loads its plugins first,
-    # and Flower's imports prometheus_client. Switch it to multiprocess mode for
-    # every metric created from now on (all of the hub's are).
-    from prometheus_client import values as _prometheus_values
-
-    _prometheus_values.ValueClass = _prometheus_values.get_value_class()
 # When set, GET /metrics (and manage.py hub_metrics_server) need `Authorization: Bearer <token>`.
 HUB_METRICS_TOKEN = env.str("HUB_METRICS_TOKEN", default="")
 
@@ -199,7 +195,6 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
 # WhiteNoise serves the admin's files from the app directories when they have
 # not been collected, so the embedded run needs no collectstatic step.
 WHITENOISE_USE_FINDERS = True
@@ -283,12 +278,6 @@ if not 0 < HUB_LEASE_SECONDS_MIN <= HUB_LEASE_SECONDS_DEFAULT <= HUB_LEASE_SECON
 # after the 202 answer (WebSub §5.2).
 HUB_TOPIC_DENYLIST = [p for p in env.list("HUB_TOPIC_DENYLIST", default=[]) if p]
 
-# The lists these settings are checked against have one home each, beside the code
-# that uses them. Imported here, after PROMETHEUS_MULTIPROC_DIR is set above.
-# Lower-case module names, so that Django does not take the lists for settings.
-from subscriptions import delivery as _delivery  # noqa: E402
-from subscriptions import netguard as _netguard  # noqa: E402
-
 # HMAC algorithm of X-Hub-Signature: sha1, sha256, sha384 or sha512 (WebSub §7.1).
 HUB_SIGNATURE_ALGORITHM = env.str("HUB_SIGNATURE_ALGORITHM", default="sha256").lower()
 if HUB_SIGNATURE_ALGORITHM not in _delivery.SIGNATURE_ALGORITHMS:
@@ -324,10 +313,6 @@ HUB_MAX_JSON_DEPTH = env.int("HUB_MAX_JSON_DEPTH", default=64)
 # per token (per address for publish pings on /hub).
 HUB_THROTTLE_SUBSCRIBE = env.str("HUB_THROTTLE_SUBSCRIBE", default="30/m")
 HUB_THROTTLE_PUBLISH = env.str("HUB_THROTTLE_PUBLISH", default="100/s")
-
-# The allow list's parser is the outbound guard's, so the setting and the requests
-# read URLs alike. Imported here, after PROMETHEUS_MULTIPROC_DIR is set above.
-from subscriptions.netguard import url_prefixes  # noqa: E402
 
 # URL prefixes whose topics may be published with hub.mode=publish on /hub
 # (comma-separated; empty allows any topic URL). Pings carry no credentials, so
@@ -417,10 +402,8 @@ elif REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
 else:
     # Embedded broker: messages are files under var/broker, shared by every
-    # process on this machine.
+    # process on this machine (websubhub/celery.py creates the folders).
     CELERY_BROKER_URL = "filesystem://localhost/"
-    for sub in ("data", "control", "processed"):
-        (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
 
 if CELERY_BROKER_URL.startswith("filesystem"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -470,7 +453,8 @@ CELERY_TASK_TIME_LIMIT = 180
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # One queue per kind of work, so a flood of deliveries never delays a
-# verification. A worker started without -Q consumes all of them.
+# verification. A worker started without -Q consumes all of them (websubhub/celery.py
+# declares them as the app's task_queues).
 HUB_QUEUES = ALL_QUEUES
 CELERY_TASK_DEFAULT_QUEUE = QueueName.PERIODIC
 CELERY_TASK_DEFAULT_EXCHANGE = "hub"
@@ -487,10 +471,6 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-unspread-notifications": {"task": TaskName.SWEEP, "schedule": float(HUB_SWEEP_INTERVAL)},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-
-from kombu import Exchange, Queue  # noqa: E402
-
-CELERY_TASK_QUEUES = tuple(Queue(name, Exchange("hub", type="direct"), routing_key=name) for name in HUB_QUEUES)
 
 # One line per record: "plain" text, or "json", one object per line with time,
 # level, logger, message and any extra fields (websubhub/logformat.py).
