@@ -4,7 +4,6 @@ No process counts these: subscriptions per state and queue depths are whatever
 the database and the broker hold at the moment of the scrape.
 """
 
-import json
 import logging
 from collections.abc import Iterable, Iterator
 
@@ -17,6 +16,7 @@ from prometheus_client.registry import Collector
 from subscriptions import health
 from subscriptions.metrics.recording import PREFIX
 from subscriptions.models import Subscription
+from subscriptions.selectors import estimated_rows
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +26,8 @@ EXACT_COUNT_MAX = 100_000
 
 
 def _estimated_rows(queryset: QuerySet) -> int:
-    """The PostgreSQL planner's row estimate for a query: no scan."""
-    plan = json.loads(queryset.explain(format="json"))
-    return int(plan[0]["Plan"]["Plan Rows"])
+    """The planner's row estimate (the caller checked that the database is PostgreSQL)."""
+    return estimated_rows(queryset) or 0
 
 
 def subscription_counts() -> dict[str, int]:

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from subscriptions import delivery, http, metrics, ratelimit
 from subscriptions.errors import DeliveryFailed
+from subscriptions.metrics import DeliveryOutcome
 from subscriptions.models import Delivery, DeliveryAttempt, Subscription
 from subscriptions.selectors import notification_payload
 from subscriptions.services import breaker
@@ -67,7 +68,7 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
         reason = "subscription ended before delivery" if subscription is None else "subscription lease expired"
         breaker.delivery_update(delivery_id, status=Delivery.Status.CANCELLED, last_error=reason)
         logger.info("delivery %s cancelled: %s", delivery_id, reason)
-        metrics.delivery_outcome("cancelled")
+        metrics.delivery_outcome(DeliveryOutcome.CANCELLED)
         return None
 
     probing = False
@@ -91,7 +92,7 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
                 logger.info("delivery %s sent: subscription %s resumed as it parked", delivery_id, subscription.pk)
                 return Reschedule(countdown=0, retry=False, reserved=reserved)
             logger.info("delivery %s parked: subscription %s is paused", delivery_id, subscription.pk)
-            metrics.delivery_outcome("parked")
+            metrics.delivery_outcome(DeliveryOutcome.PARKED)
             return None
 
     # At most HUB_CALLBACK_MAX_IN_FLIGHT requests to one callback at once, so a
@@ -116,11 +117,11 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
                 logger.info("delivery %s sent again: callback answered as it parked", delivery_id)
                 return Reschedule(countdown=0, retry=False, reserved=reserved)
             logger.info("delivery %s parked: failing callback has a request in flight", delivery_id)
-            metrics.delivery_outcome("parked")
+            metrics.delivery_outcome(DeliveryOutcome.PARKED)
             return None
         wait = min(wait, IN_FLIGHT_RECHECK_SECONDS) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
         logger.info("delivery %s deferred %.2fs: callback has requests in flight", delivery_id, wait)
-        metrics.delivery_outcome("rate_limited")
+        metrics.delivery_outcome(DeliveryOutcome.RATE_LIMITED)
         return Reschedule(countdown=wait, retry=False, reserved=reserved)
     try:
         return _delivery_send(row, subscription, reserved=reserved, probing=probing, now=now)
@@ -141,7 +142,7 @@ def _delivery_send(
             if probing:
                 breaker.probe_release(subscription)
             logger.info("delivery %s deferred %.2fs by the rate limit %s", delivery_id, wait, rate)
-            metrics.delivery_outcome("rate_limited")
+            metrics.delivery_outcome(DeliveryOutcome.RATE_LIMITED)
             return Reschedule(countdown=wait, retry=False, reserved=True)
 
     payload = notification_payload(row.notification_id)
@@ -231,7 +232,7 @@ def _attempt_record(
         )
         Subscription.objects.filter(pk=subscription.pk).delete()
         logger.info("delivery %s of notification %s to subscription %s: attempt %s gone (%s, %sms)", *log_args)
-        metrics.delivery_outcome("gone")
+        metrics.delivery_outcome(DeliveryOutcome.GONE)
         return None
 
     paused_until = breaker.subscription_failed(subscription, result.error, probing=probing, now=done)
@@ -240,7 +241,7 @@ def _attempt_record(
         logger.warning(
             "delivery %s of notification %s to subscription %s: attempt %s failed for good (%s, %sms)", *log_args
         )
-        metrics.delivery_outcome("failed")
+        metrics.delivery_outcome(DeliveryOutcome.FAILED)
         return None
     if paused_until is not None:
         # The subscription is paused: this delivery's next attempt is the probe
@@ -252,7 +253,7 @@ def _attempt_record(
             *log_args,
             wait,
         )
-        metrics.delivery_outcome("retried")
+        metrics.delivery_outcome(DeliveryOutcome.RETRIED)
         return Reschedule(countdown=wait, retry=True)
     if result.retry_after is not None:
         wait = max(retry_delay_max(row.attempts), min(result.retry_after, settings.HUB_RETRY_AFTER_MAX))
@@ -264,12 +265,12 @@ def _attempt_record(
             *log_args,
             wait,
         )
-        metrics.delivery_outcome("retried")
+        metrics.delivery_outcome(DeliveryOutcome.RETRIED)
         return Reschedule(countdown=wait, retry=True)
     due = done + timedelta(seconds=retry_delay_max(row.attempts))
     breaker.delivery_update(delivery_id, last_error=result.error[:500], due_at=due, **common)
     logger.info("delivery %s of notification %s to subscription %s: attempt %s failed (%s, %sms), retrying", *log_args)
-    metrics.delivery_outcome("retried")
+    metrics.delivery_outcome(DeliveryOutcome.RETRIED)
     raise DeliveryFailed(result.error)
 
 
