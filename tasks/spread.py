@@ -2,9 +2,9 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 
 from subscriptions import services
+from tasks.retry import WORK_DATABASE_RETRY
 from websubhub.queues import TaskName
 
 logger = logging.getLogger(__name__)
@@ -15,11 +15,7 @@ FETCH_MAX_RETRIES = 5
 
 @shared_task(
     name=TaskName.SPREAD,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=10,
+    **WORK_DATABASE_RETRY,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,

@@ -1,18 +1,13 @@
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
 from subscriptions import services
+from tasks.retry import WORK_DATABASE_RETRY
 from websubhub.queues import TaskName
 
 
 @shared_task(
     name=TaskName.VERIFY,
-    # The database briefly unreachable: retried with backoff like spread, sooner than the sweeper would.
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=10,
+    **WORK_DATABASE_RETRY,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,

@@ -7,6 +7,7 @@ from django.db import InterfaceError, OperationalError
 
 from subscriptions import services
 from tasks import periodic, verify
+from tasks.retry import PERIODIC_DATABASE_RETRY
 
 
 def _failing_once(exc: Exception, result: int) -> tuple[Callable[[], int], list[int]]:
@@ -41,7 +42,7 @@ def test_periodic_task_retries_when_the_database_fails(monkeypatch, task, servic
 
 @pytest.mark.parametrize("task", [periodic.sweep, periodic.expire_subscriptions])
 def test_periodic_task_retries_are_bounded(task) -> None:
-    assert task.max_retries == periodic.PERIODIC_RETRY["max_retries"]
+    assert task.max_retries == PERIODIC_DATABASE_RETRY["max_retries"]
     assert task.retry_backoff_max <= 60
 
 
