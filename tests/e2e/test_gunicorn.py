@@ -1,0 +1,93 @@
+"""gunicorn.conf.py: each hub's web server keeps its control socket under its own var directory; access lines."""
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from urllib.error import HTTPError
+from urllib.request import urlopen
+
+from gunicorn.ctl.client import ControlClient
+
+from tests.support.subscriber import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urlopen(url, timeout=2):
+            return True
+    except HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def _is_socket(path: Path) -> bool:
+    return path.exists() and stat.S_ISSOCK(path.stat().st_mode)
+
+
+def test_two_hubs_on_one_machine_keep_separate_control_sockets_under_their_var_dirs(tmp_path: Path) -> None:
+    # given two web servers of one user, started as the Procfile starts them, each with its own HUB_VAR_DIR
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "XDG_RUNTIME_DIR"}
+    env["HOME"] = str(home)
+    hubs = []
+    try:
+        for name in ("one", "two"):
+            port = _free_port()
+            var_dir = tmp_path / name
+            log = (tmp_path / f"{name}.log").open("wb")
+            command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "websubhub.wsgi:application"]
+            command += ["--bind", f"127.0.0.1:{port}", "--workers", "1"]
+            process = subprocess.Popen(
+                command, cwd=ROOT, env={**env, "HUB_VAR_DIR": str(var_dir)}, stdout=log, stderr=subprocess.STDOUT
+            )
+            hubs.append((process, port, var_dir / "gunicorn.ctl", log))
+        # when both serve
+        for _, port, control, _ in hubs:
+            wait_until(lambda port=port: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="gunicorn")
+            wait_until(lambda control=control: _is_socket(control), timeout=30, what=f"the control socket {control}")
+        # then each answers on its own socket, about its own listener, and none took the per-user default
+        for _, port, control, _ in hubs:
+            with ControlClient(str(control), timeout=10) as client:
+                listeners = client.send_command("show listeners")["listeners"]
+            assert [listener["address"] for listener in listeners] == [f"http://127.0.0.1:{port}"]
+        assert not (home / ".gunicorn").exists()
+    finally:
+        for process, _, _, log in hubs:
+            process.terminate()
+            process.wait(timeout=20)
+            log.close()
+
+
+def test_without_access_logfile_gunicorn_writes_no_access_lines(tmp_path: Path) -> None:
+    # given the web server started without --access-logfile (bench/run does)
+    port = _free_port()
+    log_path = tmp_path / "web.log"
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "websubhub.wsgi:application"]
+    command += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--no-control-socket"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            # when it serves requests
+            wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="gunicorn")
+            _answers(f"http://127.0.0.1:{port}/healthz")
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    # then it logged its own lines but none for the requests
+    text = log_path.read_text()
+    assert "gunicorn.error" in text
+    assert "GET /healthz" not in text
+    assert "gunicorn.access" not in text

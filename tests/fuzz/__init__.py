@@ -1,0 +1,1 @@
+"""Property-based (Hypothesis) tests of the public endpoints, in this process."""

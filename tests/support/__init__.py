@@ -1,0 +1,1 @@
+"""Shared test support: factories, the subscriber server, hostile peers, tokens and process helpers."""

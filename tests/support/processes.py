@@ -1,0 +1,138 @@
+"""Process helpers for end-to-end tests: the real Celery worker under test and the broker it reads.
+
+The worker runs `celery -A websubhub worker --beat` as a subprocess against the
+broker the settings name (Redis when REDIS_URL is set, else the filesystem
+broker) and the test database.
+"""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Settings of the worker under test: quick retries and short timeouts so that
+# failure paths finish in seconds; beat runs the periodic tasks every second.
+WORKER_ENV = {
+    "HUB_URL": "http://hub.test/hub",
+    "HUB_DELIVERY_MAX_RETRIES": "3",
+    "HUB_RETRY_BACKOFF_BASE": "1",
+    "HUB_RETRY_BACKOFF_MAX": "2",
+    "HUB_HTTP_CONNECT_TIMEOUT": "2",
+    "HUB_HTTP_READ_TIMEOUT": "3",
+    "HUB_HTTP_TOTAL_TIMEOUT": "4",
+    "HUB_TOPIC_DENYLIST": r"^https?://denied\.example/",
+    "HUB_EXPIRE_INTERVAL": "1",
+    "HUB_SWEEP_INTERVAL": "1",
+    "HUB_SWEEP_GRACE_SECONDS": "3",
+    "HUB_CALLBACK_FAILURE_PAUSE": "6",
+    "HUB_CALLBACK_PAUSE_COOLDOWN": "2",
+    "HUB_RETRY_AFTER_MAX": "5",
+    "HUB_ALLOW_PRIVATE_ADDRESSES": "true",
+}
+WORKER_READY_TIMEOUT = 60
+
+
+def _database_url() -> str:
+    """The URL of the test database pytest-django created, for the worker process."""
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings['NAME']}"
+    if connection.vendor == "postgresql":
+        user = settings.get("USER") or ""
+        password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
+        auth = f"{user}{password}@" if user else ""
+        port = f":{settings['PORT']}" if settings.get("PORT") else ""
+        return f"postgres://{auth}{settings.get('HOST') or 'localhost'}{port}/{settings['NAME']}"
+    raise RuntimeError(f"no worker database URL for {connection.vendor}")
+
+
+class WorkerProcess:
+    def __init__(self, database_url: str, log_dir: Path) -> None:
+        self.log_path = log_dir / "worker.log"
+        self.env = {**os.environ, **WORKER_ENV, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+        # The test process's settings exported this; a real worker starts without it.
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.schedule = log_dir / "celerybeat-schedule"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "websubhub",
+            "worker",
+            "--beat",
+            f"--schedule={self.schedule}",
+            "--pool=threads",
+            "--concurrency=8",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel=INFO",
+            f"--hostname=e2e-{os.getpid()}@%h",
+        ]
+        before = self.log_path.read_bytes().count(b" ready.") if self.log_path.exists() else 0
+        log = self.log_path.open("ab")
+        # Its own process group: `--beat` runs beat in a child process, which a
+        # kill must take down too (an orphaned beat would go on sending tasks).
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT
+        while self.log_path.read_bytes().count(b" ready.") <= before:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Celery worker did not start:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self._signal_group(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._signal_group(signal.SIGKILL)
+            self.process.wait()
+        self._signal_group(signal.SIGKILL)  # whatever of the group outlived the main process
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no warm shutdown, nothing acknowledged."""
+        if self.process is not None and self.process.poll() is None:
+            self._signal_group(signal.SIGKILL)
+            self.process.wait()
+
+    def _signal_group(self, signum: int) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
+
+    def ensure_running(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def broker_flush() -> None:
+    """Empty the broker, as a Redis restarted without persistence would be."""
+    from django.conf import settings
+
+    if settings.REDIS_URL and settings.CELERY_BROKER_URL == settings.REDIS_URL:
+        import redis
+
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+        return
+    if settings.CELERY_BROKER_URL.startswith("filesystem"):
+        for message in (settings.BROKER_DIR / "data").glob("*"):
+            message.unlink(missing_ok=True)
+        return
+    raise RuntimeError(f"no way to flush the broker {settings.CELERY_BROKER_URL.split(':')[0]}")

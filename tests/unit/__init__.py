@@ -1,0 +1,1 @@
+"""Unit tests: the hub in this process against the test database, no long-running processes."""

@@ -1,0 +1,65 @@
+"""The deliver hot path makes a fixed, small number of queries (no N+1), whatever else is in the database."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from subscriptions import services
+from subscriptions.models import Delivery
+from tests.support.factories import DeliveryFactory, NotificationFactory, SubscriptionFactory
+from tests.support.subscriber import Subscriber
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def server() -> Subscriber:
+    subscriber = Subscriber()
+    yield subscriber
+    subscriber.close()
+
+
+def _deliver(delivery_id: int) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        services.delivery_attempt(delivery_id=delivery_id)
+    return len(queries)
+
+
+def test_a_successful_delivery_makes_at_most_five_queries_and_fewer_once_the_payload_is_cached(
+    server: Subscriber, settings
+) -> None:
+    # given one notification for many subscribers, and unrelated rows around them
+    settings.HUB_CALLBACK_RATE_LIMIT = "off"
+    notification = NotificationFactory(topic="q.count")
+    deliveries = [
+        DeliveryFactory(
+            notification=notification, subscription=SubscriptionFactory(topic="q.count", callback=server.url(f"/{n}"))
+        )
+        for n in range(5)
+    ]
+    DeliveryFactory.create_batch(20)
+    # when each is delivered
+    counts = [_deliver(d.pk) for d in deliveries]
+    # then: the row with its subscription, the payload once per process, the attempt log, the status update
+    assert all(
+        status == Delivery.Status.DELIVERED
+        for status in Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).values_list("status", flat=True)
+    )
+    assert counts[0] <= 5, counts
+    assert len(set(counts[1:])) == 1 and counts[1] <= 4, counts
+
+
+def test_query_count_does_not_grow_with_the_number_of_subscriptions_or_attempts(server: Subscriber, settings) -> None:
+    settings.HUB_CALLBACK_RATE_LIMIT = "off"
+    notification = NotificationFactory(topic="q.growth")
+    first = DeliveryFactory(
+        notification=notification, subscription=SubscriptionFactory(topic="q.growth", callback=server.url("/a"))
+    )
+    _deliver(first.pk)
+    SubscriptionFactory.create_batch(50, topic="q.growth")
+    later = DeliveryFactory(
+        notification=notification,
+        subscription=SubscriptionFactory(topic="q.growth", callback=server.url("/b")),
+        attempts=3,
+    )
+    assert _deliver(later.pk) <= 4
