@@ -195,3 +195,35 @@ def in_flight_acquire(callback: str, limit: int, lease: float) -> tuple[str | No
 def in_flight_release(callback: str, token: str | None) -> None:
     if token:
         _client().zrem(f"hub:inflight:{callback_key(callback)}", token)
+
+
+# --- One run per delivery ------------------------------------------------------------
+#
+# A delivery can have two messages at once (the sweeper or a broker recovery re-sent
+# it while the first was still queued or running). Both may be taken by two threads
+# at the same moment: the claim lets one of them POST and the other step aside. It
+# ends by itself after `lease` seconds, so a worker that dies never keeps it.
+
+
+def delivery_claim(delivery_id: int, lease: float) -> str | None:
+    """Claim the right to run one delivery now: a token, or None when another run holds it.
+
+    Needs Redis; without it (the embedded default, one machine) every run gets "".
+    """
+    if not settings.REDIS_URL:
+        return ""
+    token = uuid.uuid4().hex
+    taken = _client().set(f"hub:claim:{delivery_id}", token, nx=True, px=int(lease * 1000))
+    return token if taken else None
+
+
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def delivery_unclaim(delivery_id: int, token: str | None) -> None:
+    """Give a claim back (only one's own: a claim that expired and was taken by another run stays)."""
+    if token:
+        _script("release", _RELEASE_LUA)(keys=[f"hub:claim:{delivery_id}"], args=[token])

@@ -58,6 +58,18 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule 
     which makes a repeated message harmless. `reserved` means the rate limit
     already granted this run its slot.
     """
+    claim = ratelimit.delivery_claim(delivery_id, http.total_timeout() + IN_FLIGHT_LEASE_MARGIN)
+    if claim is None:
+        # Another run of this delivery (a re-sent message) is at work right now: it settles it.
+        logger.info("delivery %s skipped: another run of it is in progress", delivery_id)
+        return None
+    try:
+        return _delivery_attempt_claimed(delivery_id=delivery_id, reserved=reserved)
+    finally:
+        ratelimit.delivery_unclaim(delivery_id, claim)
+
+
+def _delivery_attempt_claimed(*, delivery_id: int, reserved: bool) -> Reschedule | None:
     # One query for the row and its subscription; the content comes from the per-process cache.
     row = Delivery.objects.select_related("subscription").filter(pk=delivery_id).first()
     if row is None or row.status != Delivery.Status.PENDING:
