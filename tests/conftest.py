@@ -66,3 +66,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         worker = item.funcargs.get("hub")
         if worker is not None:
             report.sections.append(("Celery worker log (tail)", worker.log_tail()))
+
+
+@pytest.fixture
+def no_broker(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
+    """Tasks are recorded instead of sent: (name, send_task keywords) each."""
+    from websubhub.celery import app as celery_app
+
+    sent: list[tuple[str, dict]] = []
+    monkeypatch.setattr(celery_app, "send_task", lambda name, **kw: sent.append((name, kw)))
+    return sent
+
+
+@pytest.fixture
+def fresh_cache() -> None:
+    """Throttle counters (the cache) start at zero."""
+    from django.core.cache import cache
+
+    cache.clear()

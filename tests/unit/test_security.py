@@ -9,7 +9,6 @@ from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.core.management import call_command
 from django.test import Client
 from rest_framework.authtoken.models import Token
@@ -17,24 +16,12 @@ from rest_framework.authtoken.models import Token
 from subscriptions.models import Notification, Subscription, SubscriptionRequest
 from tests.support.auth import api_client
 from tests.support.factories import DeliveryFactory, SubscriptionFactory
-from websubhub.celery import app as celery_app
 
-pytestmark = pytest.mark.django_db
+# Tasks are recorded, not sent; throttle counters start at zero.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker", "fresh_cache")]
 
 ROOT = Path(__file__).resolve().parents[2]
 FORM = "application/x-www-form-urlencoded"
-
-
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
-    sent: list[tuple[str, dict]] = []
-    monkeypatch.setattr(celery_app, "send_task", lambda name, **kw: sent.append((name, kw)))
-    return sent
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache() -> None:
-    cache.clear()
 
 
 # --- Authentication and permissions ----------------------------------------------------

@@ -12,32 +12,19 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
 from subscriptions import netguard, throttles
 from subscriptions.models import SubscriptionRequest
 from subscriptions.services import subscribing
-from websubhub.celery import app as celery_app
 
-pytestmark = pytest.mark.django_db
+# Tasks are recorded, not sent; throttle counters start at zero.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker", "fresh_cache")]
 
 ROOT = Path(__file__).resolve().parents[2]
 FORM = "application/x-www-form-urlencoded"
 SETTING = "HUB_PUBLISH_ALLOWED_TOPICS"
-
-
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
-    sent: list[tuple[str, dict]] = []
-    monkeypatch.setattr(celery_app, "send_task", lambda name, **kw: sent.append((name, kw)))
-    return sent
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache() -> None:
-    cache.clear()
 
 
 def _subscribe(callback: str, address: str) -> int:
