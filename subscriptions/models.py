@@ -154,6 +154,10 @@ class Delivery(TimeStamped):
     # When a pending delivery should next run. The sweeper re-sends pending
     # deliveries well past it: the database, not the broker, says what is owed.
     due_at = models.DateTimeField(default=timezone.now)
+    # Whether a broker message for this delivery exists (sent, possibly with a
+    # short countdown). False: it waits in the database alone (a long retry wait,
+    # or parked) and hub.enqueue_due sends it when due_at comes.
+    queued = models.BooleanField(default=True)
 
     class Meta:
         constraints = [
@@ -164,6 +168,8 @@ class Delivery(TimeStamped):
             models.Index(fields=["subscription", "status"], name="delivery_subscription_status"),
             models.Index(fields=["subscription", "-delivered_at"], name="delivery_subscription_success"),
             models.Index(fields=["due_at"], condition=Q(status="pending"), name="delivery_pending_due"),
+            # hub.enqueue_due: what waits in the database and has come due.
+            models.Index(fields=["due_at"], condition=Q(status="pending", queued=False), name="delivery_waiting_due"),
             models.Index(fields=["status", "-last_attempt_at"], name="delivery_status_attempted"),
             # The admin's newest-first lists: all, by status, of a subscription, of a notification.
             models.Index(fields=["status", "-id"], name="delivery_status_recent"),

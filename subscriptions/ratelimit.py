@@ -12,6 +12,8 @@ default) they live in a database row per callback, updated under a row lock,
 which holds the limit for every process on one machine.
 """
 
+import enum
+import functools
 import hashlib
 import json
 import re
@@ -53,6 +55,7 @@ def is_off(text: str | None) -> bool:
     return (text or "").strip().lower() in OFF_SPELLINGS
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_rate(text: str) -> Rate | None:
     """`100/10s`, `5/s`, `1000/1m`, `20/500ms`; "" or "off" means no limit (None). Raises InvalidRate.
 
@@ -80,33 +83,10 @@ def callback_key(callback: str) -> str:
     return hashlib.sha256(callback.encode("utf-8")).hexdigest()
 
 
-def reserve(callback: str, rate: Rate) -> float:
-    """Reserve the next send to callback; returns how many seconds from now its slot is (0 = send now)."""
-    if settings.REDIS_URL:
-        return _reserve_redis(callback_key(callback), rate)
-    return _reserve_database(callback_key(callback), rate)
-
-
 # The slot is the later of now and the limit-th most recent reservation plus the
 # window; reservations are made in order, so the set never holds more than
-# `limit` slots in any window. Times are milliseconds on Redis's clock.
-_LUA = """
-local key = KEYS[1]
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-local slot = now
-if redis.call('ZCARD', key) >= limit then
-  local nth = redis.call('ZRANGE', key, -limit, -limit, 'WITHSCORES')
-  slot = math.max(now, tonumber(nth[2]) + window)
-end
-redis.call('ZADD', key, slot, ARGV[3])
-redis.call('ZREMRANGEBYRANK', key, 0, -(limit + 1))
-redis.call('PEXPIRE', key, slot - now + window + 1000)
-return slot - now
-"""
+# `limit` slots in any window. Times are milliseconds on Redis's clock. (The Redis
+# version is part of the admission script below.)
 
 _redis_lock = threading.Lock()
 _redis_state: dict[str, object] = {}
@@ -125,18 +105,13 @@ def _client():
         return _redis_state["client"]
 
 
-def _script(name: str = "reserve", source: str = _LUA):
+def _script(name: str, source: str):
     client = _client()
     with _redis_lock:
         key = f"script:{name}"
         if key not in _redis_state:
             _redis_state[key] = client.register_script(source)
         return _redis_state[key]
-
-
-def _reserve_redis(key: str, rate: Rate) -> float:
-    wait_ms = _script()(keys=[f"hub:rate:{key}"], args=[rate.limit, int(rate.window * 1000), uuid.uuid4().hex])
-    return max(0.0, int(wait_ms) / 1000)
 
 
 def _reserve_database(key: str, rate: Rate) -> float:
@@ -153,77 +128,130 @@ def _reserve_database(key: str, rate: Rate) -> float:
     return max(0.0, slot - now)
 
 
-# --- Concurrency per callback ------------------------------------------------------
+# --- One round trip per attempt -----------------------------------------------------
 #
-# At most `limit` requests in flight to one callback at a time, across every
-# worker: a callback that hangs until the timeout can hold only that many
-# worker threads, never the whole pool. Each holder takes a lease that ends by
-# itself after `lease` seconds, so a worker that dies never leaks a place.
+# Before a delivery's POST three things are checked, all in the one Lua script
+# below (one Redis round trip; another hands them back after the POST):
+#
+# - One run per delivery. A delivery can have two messages at once (the sweeper
+#   or a broker recovery re-sent it while the first was queued or running); both
+#   may be taken by two threads at the same moment. The claim lets one of them
+#   POST and the other step aside. A claim given back after a settled outcome
+#   stays a few seconds as a tombstone, so a run that read the row as pending just
+#   before it was settled cannot claim it next and POST it again.
+# - At most `cap` requests in flight to one callback, across every worker: a
+#   callback that hangs until the timeout holds only that many worker threads,
+#   never the pool.
+# - The callback's rate limit (the reservation above).
+#
+# Claims and places are leases that end by themselves after `lease` seconds, so a
+# worker that dies never leaks one.
 
-_IN_FLIGHT_LUA = """
-local key = KEYS[1]
-local limit = tonumber(ARGV[1])
-local lease = tonumber(ARGV[2])
+# How long a settled delivery's claim stays (milliseconds); far longer than the
+# moment between reading a row and claiming it.
+SETTLED_TOMBSTONE_MS = 10_000
+
+_ADMIT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-if redis.call('ZCARD', key) < limit then
-  redis.call('ZADD', key, now + lease, ARGV[3])
-  redis.call('PEXPIRE', key, lease + 1000)
-  return -1
+local lease = tonumber(ARGV[2])
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', lease) then return {1, 0} end
+local cap = tonumber(ARGV[3])
+if cap > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZCARD', KEYS[2]) >= cap then
+    local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    redis.call('DEL', KEYS[1])
+    return {2, tonumber(first[2]) - now}
+  end
 end
-local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-return tonumber(first[2]) - now
+local limit = tonumber(ARGV[4])
+if limit > 0 then
+  local window = tonumber(ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+  local slot = now
+  if redis.call('ZCARD', KEYS[3]) >= limit then
+    local nth = redis.call('ZRANGE', KEYS[3], -limit, -limit, 'WITHSCORES')
+    slot = math.max(now, tonumber(nth[2]) + window)
+  end
+  redis.call('ZADD', KEYS[3], slot, ARGV[1])
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(limit + 1))
+  redis.call('PEXPIRE', KEYS[3], slot - now + window + 1000)
+  if slot - now > tonumber(ARGV[6]) then
+    redis.call('DEL', KEYS[1])
+    return {3, slot - now}
+  end
+end
+if cap > 0 then
+  redis.call('ZADD', KEYS[2], now + lease, ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], lease + 1000)
+end
+return {0, 0}
 """
 
-
-def in_flight_acquire(callback: str, limit: int, lease: float) -> tuple[str | None, float]:
-    """Take a place among the requests in flight to callback: (token, 0), or (None, seconds until one frees).
-
-    Needs Redis; without it (the embedded default) every request gets a place.
-    """
-    if limit <= 0 or not settings.REDIS_URL:
-        return "", 0.0
-    token = uuid.uuid4().hex
-    script = _script("in_flight", _IN_FLIGHT_LUA)
-    wait_ms = int(script(keys=[f"hub:inflight:{callback_key(callback)}"], args=[limit, int(lease * 1000), token]))
-    if wait_ms < 0:
-        return token, 0.0
-    return None, max(0.001, wait_ms / 1000)
-
-
-def in_flight_release(callback: str, token: str | None) -> None:
-    if token:
-        _client().zrem(f"hub:inflight:{callback_key(callback)}", token)
-
-
-# --- One run per delivery ------------------------------------------------------------
-#
-# A delivery can have two messages at once (the sweeper or a broker recovery re-sent
-# it while the first was still queued or running). Both may be taken by two threads
-# at the same moment: the claim lets one of them POST and the other step aside. It
-# ends by itself after `lease` seconds, so a worker that dies never keeps it.
-
-
-def delivery_claim(delivery_id: int, lease: float) -> str | None:
-    """Claim the right to run one delivery now: a token, or None when another run holds it.
-
-    Needs Redis; without it (the embedded default, one machine) every run gets "".
-    """
-    if not settings.REDIS_URL:
-        return ""
-    token = uuid.uuid4().hex
-    taken = _client().set(f"hub:claim:{delivery_id}", token, nx=True, px=int(lease * 1000))
-    return token if taken else None
-
-
-_RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+_GIVE_BACK_LUA = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if tonumber(ARGV[2]) > 0 then
+    redis.call('SET', KEYS[1], 'settled', 'PX', ARGV[2])
+  else
+    redis.call('DEL', KEYS[1])
+  end
+end
 return 0
 """
 
 
-def delivery_unclaim(delivery_id: int, token: str | None) -> None:
-    """Give a claim back (only one's own: a claim that expired and was taken by another run stays)."""
-    if token:
-        _script("release", _RELEASE_LUA)(keys=[f"hub:claim:{delivery_id}"], args=[token])
+class Verdict(enum.Enum):
+    ADMITTED = 0
+    BUSY = 1  # another run of this delivery holds its claim
+    IN_FLIGHT_FULL = 2  # the callback has `cap` requests in flight
+    RATE_LIMITED = 3  # a slot was reserved in the future
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the checks before a POST decided; `wait` is seconds until a place frees or the reserved slot comes."""
+
+    verdict: Verdict
+    token: str = ""
+    wait: float = 0.0
+
+
+def _keys(delivery: str, callback: str) -> list[str]:
+    digest = callback_key(callback)
+    return [f"hub:claim:{delivery}", f"hub:inflight:{digest}", f"hub:rate:{digest}"]
+
+
+def attempt_admit(delivery: str, callback: str, *, lease: float, cap: int, rate: Rate | None) -> Admission:
+    """Claim the delivery (by its uuid), take a place among the callback's requests in flight, reserve its slot.
+
+    `rate` None means no limit (or a slot already reserved by an earlier run);
+    `cap` 0 means no cap. Only an ADMITTED run holds anything, to give back with
+    `attempt_give_back`. Without Redis (the embedded default, one machine) there
+    is no claim and no cap, and the rate limit is kept in the database.
+    """
+    if not settings.REDIS_URL:
+        wait = _reserve_database(callback_key(callback), rate) if rate else 0.0
+        if wait > SLOT_TOLERANCE:
+            return Admission(Verdict.RATE_LIMITED, wait=wait)
+        return Admission(Verdict.ADMITTED)
+    token = uuid.uuid4().hex
+    limit, window = (rate.limit, int(rate.window * 1000)) if rate else (0, 0)
+    verdict, wait_ms = _script("admit", _ADMIT_LUA)(
+        keys=_keys(delivery, callback),
+        args=[token, int(lease * 1000), cap, limit, window, int(SLOT_TOLERANCE * 1000)],
+    )
+    verdict = Verdict(int(verdict))
+    if verdict is Verdict.ADMITTED:
+        return Admission(verdict, token=token)
+    return Admission(verdict, wait=max(0.001, int(wait_ms) / 1000))
+
+
+def attempt_give_back(delivery: str, callback: str, admission: Admission, *, settled: bool) -> None:
+    """Give back what an admitted run holds; the claim of a `settled` delivery stays a few seconds as a tombstone."""
+    if admission.token:
+        _script("give_back", _GIVE_BACK_LUA)(
+            keys=_keys(delivery, callback)[:2],
+            args=[admission.token, SETTLED_TOMBSTONE_MS if settled else 0],
+        )

@@ -11,6 +11,12 @@ def expire_subscriptions() -> int:
     return services.subscriptions_expire()
 
 
+@shared_task(name=TaskName.ENQUEUE_DUE, ignore_result=True, **PERIODIC_DATABASE_RETRY)
+def enqueue_due() -> int:
+    """Send the deliveries that waited in the database for a long retry wait or a pause and came due (run by beat)."""
+    return services.deliveries_enqueue_due()
+
+
 @shared_task(name=TaskName.SWEEP, ignore_result=True, **PERIODIC_DATABASE_RETRY)
 def sweep() -> int:
     """Re-send work the broker may have lost: unspread notifications, unverified requests (run by beat)."""

@@ -324,7 +324,7 @@ HUB_PUBLISH_ALLOWED_TOPICS = url_prefixes(
     env.list("HUB_PUBLISH_ALLOWED_TOPICS", default=[]), setting="HUB_PUBLISH_ALLOWED_TOPICS"
 )
 
-# Delivery retries: Celery's exponential backoff with full jitter. Retry k (1,
+# Delivery retries: exponential backoff with full jitter. Retry k (1,
 # 2, ...) waits a random time up to HUB_RETRY_BACKOFF_BASE * 2**(k-1) seconds,
 # never more than HUB_RETRY_BACKOFF_MAX; a delivery gets 1 + HUB_DELIVERY_MAX_RETRIES
 # attempts. The defaults give a first retry within 2 s and attempts spread over
@@ -334,6 +334,17 @@ HUB_RETRY_BACKOFF_BASE = env.int("HUB_RETRY_BACKOFF_BASE", default=2)
 HUB_RETRY_BACKOFF_MAX = env.int("HUB_RETRY_BACKOFF_MAX", default=3_600)
 # A 429 or 503 with Retry-After delays the next attempt by that much, at most this (seconds).
 HUB_RETRY_AFTER_MAX = env.int("HUB_RETRY_AFTER_MAX", default=3_600)
+# A wait up to this many seconds before a delivery's next try is a broker message
+# with a countdown; a longer one (a later retry, Retry-After, a pause) waits in
+# the database, and hub.enqueue_due (beat, every HUB_ENQUEUE_INTERVAL seconds)
+# sends it when it comes due. So a dead subscriber owed 100,000 deliveries costs
+# no worker memory and no message held by a worker.
+HUB_BROKER_MAX_COUNTDOWN = env.int("HUB_BROKER_MAX_COUNTDOWN", default=30)
+HUB_ENQUEUE_INTERVAL = env.float("HUB_ENQUEUE_INTERVAL", default=1.0)
+if HUB_BROKER_MAX_COUNTDOWN < 0 or not HUB_ENQUEUE_INTERVAL > 0:
+    raise ImproperlyConfigured(
+        "HUB_BROKER_MAX_COUNTDOWN must be 0 or more seconds and HUB_ENQUEUE_INTERVAL a positive number of seconds"
+    )
 
 # At most this many deliveries per callback URL per window ("100/10s"; "off"),
 # shared by every worker through Redis (or the database without Redis).
@@ -417,10 +428,11 @@ if CELERY_BROKER_URL.startswith("filesystem"):
     }
 else:
     # Redis hands an unacknowledged message to another worker after this many
-    # seconds; it must exceed the longest retry countdown, or a retry held by a
-    # worker would be delivered twice.
+    # seconds; it must exceed the longest countdown a worker holds (at most
+    # HUB_BROKER_MAX_COUNTDOWN: longer waits are kept in the database) plus a
+    # task's run, or a held message would be delivered twice.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": max(3_600, 2 * HUB_RETRY_BACKOFF_MAX + 600),
+        "visibility_timeout": max(3_600, 2 * HUB_BROKER_MAX_COUNTDOWN + 600),
     }
 
 CELERY_IMPORTS = ("tasks.verify", "tasks.spread", "tasks.deliver", "tasks.periodic")
@@ -465,10 +477,17 @@ CELERY_TASK_ROUTES = {
     TaskName.DELIVER: {"queue": QueueName.DELIVER},
     TaskName.EXPIRE_SUBSCRIPTIONS: {"queue": QueueName.PERIODIC},
     TaskName.SWEEP: {"queue": QueueName.PERIODIC},
+    TaskName.ENQUEUE_DUE: {"queue": QueueName.PERIODIC},
 }
 CELERY_BEAT_SCHEDULE = {
     "expire-subscriptions": {"task": TaskName.EXPIRE_SUBSCRIPTIONS, "schedule": float(HUB_EXPIRE_INTERVAL)},
     "sweep-unspread-notifications": {"task": TaskName.SWEEP, "schedule": float(HUB_SWEEP_INTERVAL)},
+    # Each run expires with its interval: beat's next run does the same work.
+    "enqueue-due-deliveries": {
+        "task": TaskName.ENQUEUE_DUE,
+        "schedule": HUB_ENQUEUE_INTERVAL,
+        "options": {"expires": max(HUB_ENQUEUE_INTERVAL, 1.0)},
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

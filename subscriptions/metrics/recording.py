@@ -7,7 +7,6 @@ machine shows on its /metrics.
 
 import logging
 from datetime import datetime
-from functools import lru_cache
 
 from prometheus_client import Counter, Histogram, values
 
@@ -18,7 +17,6 @@ from subscriptions.metrics.outcomes import (
     VerificationOutcome,
 )
 from subscriptions.metrics.process import use_metrics_dir
-from subscriptions.models import Notification
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +37,6 @@ PREFIX = "websubhub_"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 # One POST: bounded by HUB_HTTP_TOTAL_TIMEOUT (seconds).
 ATTEMPT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-# Notifications whose publish time a process remembers (about 100 bytes each).
-PUBLISHED_AT_CACHE = 10_000
 
 notifications_accepted = Counter(
     PREFIX + "notifications_accepted", "Notifications accepted for fan-out (API, publish pings, manage.py hub_publish)."
@@ -90,17 +86,9 @@ def delivery_attempted(seconds: float) -> None:
     delivery_attempt_duration.observe(seconds)
 
 
-def delivery_delivered(*, notification_id: int, delivered_at: datetime) -> None:
+def delivery_delivered(*, published_at: datetime, delivered_at: datetime) -> None:
     deliveries.labels(outcome=DeliveryOutcome.DELIVERED.value).inc()
-    published_at = _published_at(notification_id)
-    if published_at is not None:
-        delivery_latency.observe(max(0.0, (delivered_at - published_at).total_seconds()))
-
-
-@lru_cache(maxsize=PUBLISHED_AT_CACHE)
-def _published_at(notification_id: int) -> datetime | None:
-    # A notification never changes: a fan-out reads its time once per process.
-    return Notification.objects.filter(pk=notification_id).values_list("created_at", flat=True).first()
+    delivery_latency.observe(max(0.0, (delivered_at - published_at).total_seconds()))
 
 
 def verification_outcome(outcome: VerificationOutcome | str) -> None:

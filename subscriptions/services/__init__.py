@@ -18,7 +18,14 @@ from subscriptions.rules import (
     topic_keys_for_publish,
 )
 from subscriptions.services.breaker import subscription_pause, subscription_release_parked, subscription_resume
-from subscriptions.services.delivering import Reschedule, delivery_attempt, retry_delay_max, subscription_rate
+from subscriptions.services.delivering import (
+    Resend,
+    deliveries_enqueue_due,
+    delivery_attempt,
+    retry_delay,
+    retry_delay_max,
+    subscription_rate,
+)
 from subscriptions.services.operations import deliveries_replay, subscription_update, subscriptions_expire_now
 from subscriptions.services.publishing import (
     notification_publish,
@@ -39,11 +46,12 @@ from subscriptions.services.sweeping import broker_marker_read, broker_recovery_
 __all__ = [
     "DeliveryFailed",
     "HubError",
-    "Reschedule",
+    "Resend",
     "broker_marker_read",
     "broker_recovery_claim",
     "callback_validate",
     "deliveries_enqueue",
+    "deliveries_enqueue_due",
     "deliveries_replay",
     "delivery_attempt",
     "hub_recover",
@@ -54,6 +62,7 @@ __all__ = [
     "notification_publish_json",
     "notification_spread",
     "publish_ping",
+    "retry_delay",
     "retry_delay_max",
     "secret_validate",
     "subscription_delete",

@@ -3,6 +3,7 @@ release the deliveries that wait for it.
 """
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,67 +24,95 @@ logger = logging.getLogger("subscriptions.services")
 PROBE_WINDOW_SECONDS = 60
 
 
-def probe_claim(subscription: Subscription, now: datetime) -> bool:
-    """Whether this run is the one probe of a paused subscription whose cool-down is over.
+@dataclass(frozen=True)
+class Breaker:
+    """One subscription's circuit breaker, as a delivery run read it.
 
-    A subscription paused by an operator has no `resume_after`: it is never
-    probed, and waits for a resume.
+    The state lives in the subscription's row (state, consecutive_failures,
+    resume_after); each method changes it with one conditional UPDATE, so runs in
+    other threads and processes see one breaker.
     """
-    if subscription.resume_after is None or subscription.resume_after > now:
-        return False
-    claimed = Subscription.objects.filter(
-        pk=subscription.pk, state=Subscription.State.PAUSED, resume_after__lte=now
-    ).update(resume_after=now + timedelta(seconds=PROBE_WINDOW_SECONDS))
-    return claimed == 1
 
+    subscription_id: int
+    paused: bool
+    consecutive_failures: int
+    resume_after: datetime | None
 
-def probe_release(subscription: Subscription) -> None:
-    """Give the probe back (this run did not attempt), so the next delivery may probe."""
-    Subscription.objects.filter(pk=subscription.pk, state=Subscription.State.PAUSED).update(resume_after=timezone.now())
+    @classmethod
+    def of(cls, subscription: Subscription) -> "Breaker":
+        return cls(
+            subscription_id=subscription.pk,
+            paused=subscription.state == Subscription.State.PAUSED,
+            consecutive_failures=subscription.consecutive_failures,
+            resume_after=subscription.resume_after,
+        )
 
+    @property
+    def failing(self) -> bool:
+        return self.consecutive_failures > 0
 
-def subscription_succeeded(subscription: Subscription, *, resumed: bool) -> None:
-    """The callback answered after failures: reset the count and send what waited for it."""
-    Subscription.objects.filter(pk=subscription.pk).update(
-        consecutive_failures=0, state=Subscription.State.ACTIVE, resume_after=None, updated_at=timezone.now()
-    )
-    if resumed:
-        logger.info("subscription %s resumed: the probe was delivered", subscription.pk)
-    subscription_release_parked(subscription_id=subscription.pk)
+    def probe_claim(self, now: datetime) -> bool:
+        """Whether this run is the one probe of a paused subscription whose cool-down is over.
 
+        A subscription paused by an operator has no `resume_after`: it is never
+        probed, and waits for a resume.
+        """
+        if self.resume_after is None or self.resume_after > now:
+            return False
+        claimed = Subscription.objects.filter(
+            pk=self.subscription_id, state=Subscription.State.PAUSED, resume_after__lte=now
+        ).update(resume_after=now + timedelta(seconds=PROBE_WINDOW_SECONDS))
+        return claimed == 1
 
-def subscription_failed(subscription: Subscription, error: str, *, probing: bool, now: datetime) -> datetime | None:
-    """Count a failed attempt; pause the subscription at the threshold, or keep it paused after a failed probe.
+    def probe_release(self) -> None:
+        """Give the probe back (this run did not attempt), so the next delivery may probe."""
+        Subscription.objects.filter(pk=self.subscription_id, state=Subscription.State.PAUSED).update(
+            resume_after=timezone.now()
+        )
 
-    Returns the end of the cool-down when this failure paused the subscription
-    (or kept it paused), else None.
-    """
-    cooldown = now + timedelta(seconds=settings.HUB_CALLBACK_PAUSE_COOLDOWN)
-    Subscription.objects.filter(pk=subscription.pk).update(
-        consecutive_failures=F("consecutive_failures") + 1,
-        last_failure_at=now,
-        last_failure_reason=error[:500],
-        updated_at=now,
-    )
-    if probing:
-        Subscription.objects.filter(pk=subscription.pk).update(resume_after=cooldown)
-        logger.info("subscription %s stays paused: the probe failed (%s)", subscription.pk, error[:100])
-        return cooldown
-    threshold = settings.HUB_CALLBACK_FAILURE_PAUSE
-    if threshold <= 0:
+    def succeeded(self, *, resumed: bool) -> None:
+        """The callback answered after failures: reset the count and send what waited for it."""
+        Subscription.objects.filter(pk=self.subscription_id).update(
+            consecutive_failures=0, state=Subscription.State.ACTIVE, resume_after=None, updated_at=timezone.now()
+        )
+        if resumed:
+            logger.info("subscription %s resumed: the probe was delivered", self.subscription_id)
+        subscription_release_parked(subscription_id=self.subscription_id)
+
+    def failed(self, error: str, *, probing: bool, now: datetime) -> datetime | None:
+        """Count a failed attempt; pause at the threshold, or stay paused after a failed probe.
+
+        Returns the end of the cool-down when this failure paused the subscription
+        (or kept it paused), else None.
+        """
+        cooldown = now + timedelta(seconds=settings.HUB_CALLBACK_PAUSE_COOLDOWN)
+        Subscription.objects.filter(pk=self.subscription_id).update(
+            consecutive_failures=F("consecutive_failures") + 1,
+            last_failure_at=now,
+            last_failure_reason=error[:500],
+            updated_at=now,
+        )
+        if probing:
+            Subscription.objects.filter(pk=self.subscription_id).update(resume_after=cooldown)
+            logger.info("subscription %s stays paused: the probe failed (%s)", self.subscription_id, error[:100])
+            return cooldown
+        threshold = settings.HUB_CALLBACK_FAILURE_PAUSE
+        if threshold <= 0:
+            return None
+        paused = Subscription.objects.filter(
+            pk=self.subscription_id, state=Subscription.State.ACTIVE, consecutive_failures__gte=threshold
+        ).update(
+            state=Subscription.State.PAUSED,
+            paused_at=now,
+            resume_after=cooldown,
+            pause_reason=f"{threshold} consecutive failed delivery attempts; last: {error[:300]}",
+        )
+        if paused:
+            logger.warning(
+                "subscription %s paused after %s consecutive failed attempts", self.subscription_id, threshold
+            )
+            return cooldown
         return None
-    paused = Subscription.objects.filter(
-        pk=subscription.pk, state=Subscription.State.ACTIVE, consecutive_failures__gte=threshold
-    ).update(
-        state=Subscription.State.PAUSED,
-        paused_at=now,
-        resume_after=cooldown,
-        pause_reason=f"{threshold} consecutive failed delivery attempts; last: {error[:300]}",
-    )
-    if paused:
-        logger.warning("subscription %s paused after %s consecutive failed attempts", subscription.pk, threshold)
-        return cooldown
-    return None
 
 
 def subscription_pause(*, subscription: Subscription, reason: str = "paused by an operator") -> None:
@@ -127,7 +156,7 @@ def deliveries_release(which: Q) -> int:
             )
             if not rows:
                 return released
-            Delivery.objects.filter(pk__in=list(rows)).update(due_at=now, updated_at=now)
+            Delivery.objects.filter(pk__in=list(rows)).update(due_at=now, queued=True, updated_at=now)
             transaction.on_commit(lambda rows=rows: queueing.deliveries_enqueue(list(rows), retries=rows))
         released += len(rows)
 
@@ -143,11 +172,11 @@ def delivery_park(delivery_id: int, *, subscription_id: int, until: datetime, ho
     the delivery takes itself back (compare-and-set on `due_at`, so it is not
     sent twice when the release took it too) and the caller sends it now.
     """
-    delivery_update(delivery_id, due_at=until)
+    delivery_update(delivery_id, due_at=until, queued=False)
     if Subscription.objects.filter(holds, pk=subscription_id).exists():
         return True
     taken = Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.PENDING, due_at=until).update(
-        due_at=timezone.now(), updated_at=timezone.now()
+        due_at=timezone.now(), queued=True, updated_at=timezone.now()
     )
     # Not taken: the release already sent it, or it is settled; either way nothing is parked.
     return not taken

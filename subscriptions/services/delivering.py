@@ -1,167 +1,185 @@
-"""Delivering: one attempt of one delivery (in-flight cap, rate limit, POST) and its recorded outcome."""
+"""Delivering: one attempt of one delivery (claim, in-flight cap, rate limit, POST) and its recorded outcome.
+
+This module owns the retry schedule: the database counts a delivery's attempts,
+`retry_delay` says how long the next wait is, and `delivery_attempt` returns
+what the deliver task must do next (nothing, or send the delivery again after a
+countdown). A wait longer than HUB_BROKER_MAX_COUNTDOWN is not a broker message:
+the delivery waits in the database (`queued` false, `due_at`) and
+`deliveries_enqueue_due` sends it when it comes due.
+"""
 
 import logging
 import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from subscriptions import delivery, http, metrics, ratelimit
-from subscriptions.errors import DeliveryFailed
 from subscriptions.metrics import DeliveryOutcome
 from subscriptions.models import Delivery, DeliveryAttempt, Subscription
-from subscriptions.selectors import notification_payload
-from subscriptions.services import breaker
+from subscriptions.selectors import DeliveryWork, delivery_work, notification_payload
+from subscriptions.services import breaker, queueing
+from subscriptions.services.breaker import Breaker
 from websubhub.db import connection_release
 
 # Every service module logs as "subscriptions.services", the one logger they shared
 # before the package was split: log configuration and readers select that name.
 logger = logging.getLogger("subscriptions.services")
 
-# A place among a callback's requests in flight is held at most the HTTP
-# total timeout plus this (seconds), and a delivery that found no place looks again
-# within this many seconds.
+# A claim and a place among a callback's requests in flight are held at most the
+# HTTP total timeout plus this (seconds), and a delivery that found no place looks
+# again within this many seconds.
 IN_FLIGHT_LEASE_MARGIN = 5.0
 IN_FLIGHT_RECHECK_SECONDS = 1.0
 # How often deliveries parked behind an operator's pause look again (seconds);
 # a resume sends them at once.
 OPERATOR_PAUSE_RECHECK_SECONDS = 3600
+# Deliveries that came due sent by one hub.enqueue_due batch.
+ENQUEUE_DUE_BATCH = 1000
 
 
 @dataclass(frozen=True)
-class Reschedule:
-    """The deliver task must run again in `countdown` seconds.
+class Resend:
+    """The deliver task sends the delivery again after `countdown` seconds.
 
-    `retry` is true when an attempt was made (the subscriber asked to wait with
-    Retry-After, or the subscription paused) and false when the rate limit or
-    the cap on requests in flight deferred it before any attempt; `reserved`
-    says whether the run after the wait already holds its rate-limit slot.
+    `attempted`: the delivery has attempts, so the message goes to the retry
+    queue. `reserved`: the run after the wait already holds its rate-limit slot.
     """
 
     countdown: float
-    retry: bool
+    attempted: bool
     reserved: bool = False
 
 
-def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Reschedule | None:
-    """Try one pending delivery: rate limit, circuit breaker, POST, and record the outcome.
+def retry_delay(attempts: int) -> float:
+    """The wait before the next attempt of a delivery that failed `attempts` times: full jitter.
 
-    Returns None when the delivery is settled or parked, a Reschedule when the
-    task must run again at a set time, and raises DeliveryFailed when the attempt
-    failed and retries remain (Celery's autoretry applies the backoff). A
-    delivery that is no longer pending (an earlier run settled it) is left alone,
-    which makes a repeated message harmless. `reserved` means the rate limit
-    already granted this run its slot.
+    A random time up to HUB_RETRY_BACKOFF_BASE * 2**(attempts-1) seconds, never
+    more than HUB_RETRY_BACKOFF_MAX.
     """
-    claim = ratelimit.delivery_claim(delivery_id, http.total_timeout() + IN_FLIGHT_LEASE_MARGIN)
-    if claim is None:
-        # Another run of this delivery (a re-sent message) is at work right now: it settles it.
-        logger.info("delivery %s skipped: another run of it is in progress", delivery_id)
-        return None
-    try:
-        return _delivery_attempt_claimed(delivery_id=delivery_id, reserved=reserved)
-    finally:
-        ratelimit.delivery_unclaim(delivery_id, claim)
+    return random.uniform(0, retry_delay_max(attempts - 1))  # noqa: S311 - jitter, not a secret
 
 
-def _delivery_attempt_claimed(*, delivery_id: int, reserved: bool) -> Reschedule | None:
-    # One query for the row and its subscription; the content comes from the per-process cache.
-    row = Delivery.objects.select_related("subscription").filter(pk=delivery_id).first()
-    if row is None or row.status != Delivery.Status.PENDING:
+def retry_delay_max(retries: int) -> float:
+    """The longest wait before retry number retries+1, before jitter."""
+    return float(min(settings.HUB_RETRY_BACKOFF_MAX, settings.HUB_RETRY_BACKOFF_BASE * 2**retries))
+
+
+def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Resend | None:
+    """Try one pending delivery: circuit breaker, claim, in-flight cap, rate limit, POST, and record the outcome.
+
+    Returns a Resend when the task must send the delivery again after a short
+    wait, else None: settled, parked, or waiting in the database for its due
+    time. A delivery that is no longer pending (an earlier run settled it) is left
+    alone, and so is one that another run holds right now: a repeated message is
+    harmless. `reserved` means the rate limit already granted this run its slot.
+    """
+    work = delivery_work(delivery_id)
+    if work is None or work.status != Delivery.Status.PENDING:
         return None
-    subscription = row.subscription
     now = timezone.now()
-    if subscription is None or subscription.expires_at <= now:
-        reason = "subscription ended before delivery" if subscription is None else "subscription lease expired"
+    if work.subscription_id is None or work.expires_at <= now:
+        reason = "subscription ended before delivery" if work.subscription_id is None else "subscription lease expired"
         breaker.delivery_update(delivery_id, status=Delivery.Status.CANCELLED, last_error=reason)
         logger.info("delivery %s cancelled: %s", delivery_id, reason)
         metrics.delivery_outcome(DeliveryOutcome.CANCELLED)
         return None
 
+    board = Breaker(
+        subscription_id=work.subscription_id,
+        paused=work.state == Subscription.State.PAUSED,
+        consecutive_failures=work.consecutive_failures,
+        resume_after=work.resume_after,
+    )
     probing = False
-    if subscription.state == Subscription.State.PAUSED:
-        probing = breaker.probe_claim(subscription, now)
+    if board.paused:
+        probing = board.probe_claim(now)
         if not probing:
-            # Another run holds the probe, or the cool-down is on: wait for its end
-            # (read afresh, since a probe moves it); a resume releases this delivery.
-            fresh = Subscription.objects.filter(pk=subscription.pk).values_list("resume_after", flat=True).first()
-            # Paused by an operator (no probe time): look again in a while; a resume releases it sooner.
-            parked_until = max(
-                fresh or now + timedelta(seconds=OPERATOR_PAUSE_RECHECK_SECONDS), now + timedelta(seconds=1)
-            )
-            # Parked while paused and no probe is due: a probe's success or a resume releases it.
-            paused = Q(state=Subscription.State.PAUSED) & (
-                Q(resume_after__isnull=True) | Q(resume_after__gt=timezone.now())
-            )
-            if not breaker.delivery_park(
-                delivery_id, subscription_id=subscription.pk, until=parked_until, holds=paused
-            ):
-                logger.info("delivery %s sent: subscription %s resumed as it parked", delivery_id, subscription.pk)
-                return Reschedule(countdown=0, retry=False, reserved=reserved)
-            logger.info("delivery %s parked: subscription %s is paused", delivery_id, subscription.pk)
-            metrics.delivery_outcome(DeliveryOutcome.PARKED)
-            return None
+            return _park_while_paused(work, now=now, reserved=reserved)
 
     # At most HUB_CALLBACK_MAX_IN_FLIGHT requests to one callback at once, so a
-    # hanging subscriber holds a few worker threads, not the pool.
-    # A callback whose last attempts failed (often: hung until the timeout) gets
-    # one request at a time until it answers again.
-    lease = http.total_timeout() + IN_FLIGHT_LEASE_MARGIN
+    # hanging subscriber holds a few worker threads, not the pool; a callback
+    # whose last attempts failed (often: hung until the timeout) gets one.
     cap = settings.HUB_CALLBACK_MAX_IN_FLIGHT
-    if cap > 0 and subscription.consecutive_failures:
+    if cap > 0 and board.failing:
         cap = 1
-    place, wait = ratelimit.in_flight_acquire(row.callback, cap, lease)
-    if place is None:
+    lease = http.total_timeout() + IN_FLIGHT_LEASE_MARGIN
+    admission = ratelimit.attempt_admit(
+        work.uuid, work.callback, lease=lease, cap=cap, rate=None if reserved else subscription_rate(work)
+    )
+    if admission.verdict is not ratelimit.Verdict.ADMITTED:
         if probing:
-            breaker.probe_release(subscription)
-        if subscription.consecutive_failures:
-            # The callback is failing and busy (likely hanging until the timeout):
-            # park instead of asking again and again. Its next success (or a
-            # resume, or the sweeper) sends what waits.
-            failing = Q(consecutive_failures__gt=0)
-            until = now + timedelta(seconds=lease)
-            if not breaker.delivery_park(delivery_id, subscription_id=subscription.pk, until=until, holds=failing):
-                logger.info("delivery %s sent again: callback answered as it parked", delivery_id)
-                return Reschedule(countdown=0, retry=False, reserved=reserved)
-            logger.info("delivery %s parked: failing callback has a request in flight", delivery_id)
-            metrics.delivery_outcome(DeliveryOutcome.PARKED)
-            return None
-        wait = min(wait, IN_FLIGHT_RECHECK_SECONDS) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
-        logger.info("delivery %s deferred %.2fs: callback has requests in flight", delivery_id, wait)
-        metrics.delivery_outcome(DeliveryOutcome.RATE_LIMITED)
-        return Reschedule(countdown=wait, retry=False, reserved=reserved)
+            board.probe_release()
+        return _not_admitted(work, board, admission, now=now, reserved=reserved)
+    settled = False
     try:
-        return _delivery_send(row, subscription, reserved=reserved, probing=probing, now=now)
+        settled, resend = _delivery_send(work, board, probing=probing)
+        return resend
     finally:
-        ratelimit.in_flight_release(row.callback, place)
+        ratelimit.attempt_give_back(work.uuid, work.callback, admission, settled=settled)
 
 
-def _delivery_send(
-    row: Delivery, subscription: Subscription, *, reserved: bool, probing: bool, now: datetime
-) -> Reschedule | None:
-    """Rate limit, POST and record one attempt (the caller holds a place among the requests in flight)."""
-    delivery_id = row.pk
-    if not reserved:
-        rate = subscription_rate(subscription)
-        wait = ratelimit.reserve(row.callback, rate) if rate else 0.0
-        if wait > ratelimit.SLOT_TOLERANCE:
-            breaker.delivery_update(delivery_id, due_at=now + timedelta(seconds=wait))
-            if probing:
-                breaker.probe_release(subscription)
-            logger.info("delivery %s deferred %.2fs by the rate limit %s", delivery_id, wait, rate)
-            metrics.delivery_outcome(DeliveryOutcome.RATE_LIMITED)
-            return Reschedule(countdown=wait, retry=False, reserved=True)
+def _park_while_paused(work: DeliveryWork, *, now: datetime, reserved: bool) -> Resend | None:
+    """Another run holds the probe, or the cool-down is on: wait for its end; a resume releases the delivery."""
+    fresh = Subscription.objects.filter(pk=work.subscription_id).values_list("resume_after", flat=True).first()
+    # Paused by an operator (no probe time): look again in a while; a resume releases it sooner.
+    until = max(fresh or now + timedelta(seconds=OPERATOR_PAUSE_RECHECK_SECONDS), now + timedelta(seconds=1))
+    # Parked while paused and no probe is due: a probe's success or a resume releases it.
+    paused = Q(state=Subscription.State.PAUSED) & (Q(resume_after__isnull=True) | Q(resume_after__gt=timezone.now()))
+    if not breaker.delivery_park(work.delivery_id, subscription_id=work.subscription_id, until=until, holds=paused):
+        logger.info("delivery %s sent: subscription %s resumed as it parked", work.delivery_id, work.subscription_id)
+        return Resend(countdown=0, attempted=work.attempts > 0, reserved=reserved)
+    logger.info("delivery %s parked: subscription %s is paused", work.delivery_id, work.subscription_id)
+    metrics.delivery_outcome(DeliveryOutcome.PARKED)
+    return None
 
-    payload = notification_payload(row.notification_id)
-    if payload is None:  # the notification was deleted with its deliveries
+
+def _not_admitted(
+    work: DeliveryWork, board: Breaker, admission: ratelimit.Admission, *, now: datetime, reserved: bool
+) -> Resend | None:
+    """What a run that could not POST now does: step aside, park, or come back when its place or slot is free."""
+    delivery_id = work.delivery_id
+    attempted = work.attempts > 0
+    if admission.verdict is ratelimit.Verdict.BUSY:
+        # Another run of this delivery (a re-sent message) is at work right now: it settles it.
+        logger.info("delivery %s skipped: another run of it is in progress", delivery_id)
         return None
-    body = payload.content
-    attempt = row.attempts + 1
+    if admission.verdict is ratelimit.Verdict.RATE_LIMITED:
+        # Its slot is reserved: the run at that time sends without asking again.
+        breaker.delivery_update(delivery_id, due_at=now + timedelta(seconds=admission.wait), queued=True)
+        logger.info("delivery %s deferred %.2fs by the rate limit", delivery_id, admission.wait)
+        metrics.delivery_outcome(DeliveryOutcome.RATE_LIMITED)
+        return Resend(countdown=admission.wait, attempted=attempted, reserved=True)
+    if board.failing:
+        # The callback is failing and busy (likely hanging until the timeout):
+        # park instead of asking again and again. Its next success (or a
+        # resume, or hub.enqueue_due at the end of the lease) sends what waits.
+        until = now + timedelta(seconds=http.total_timeout() + IN_FLIGHT_LEASE_MARGIN)
+        failing = Q(consecutive_failures__gt=0)
+        if not breaker.delivery_park(delivery_id, subscription_id=work.subscription_id, until=until, holds=failing):
+            logger.info("delivery %s sent again: callback answered as it parked", delivery_id)
+            return Resend(countdown=0, attempted=attempted, reserved=reserved)
+        logger.info("delivery %s parked: failing callback has a request in flight", delivery_id)
+        metrics.delivery_outcome(DeliveryOutcome.PARKED)
+        return None
+    wait = min(admission.wait, IN_FLIGHT_RECHECK_SECONDS) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+    logger.info("delivery %s deferred %.2fs: callback has requests in flight", delivery_id, wait)
+    metrics.delivery_outcome(DeliveryOutcome.RATE_LIMITED)
+    return Resend(countdown=wait, attempted=attempted, reserved=reserved)
+
+
+def _delivery_send(work: DeliveryWork, board: Breaker, *, probing: bool) -> tuple[bool, Resend | None]:
+    """POST one attempt and record it (the caller holds the claim); returns (settled, what next)."""
+    payload = notification_payload(work.notification_id)
+    if payload is None:  # the notification was deleted with its deliveries
+        return True, None
+    attempt = work.attempts + 1
     started = timezone.now()
     clock = time.monotonic()
     try:
@@ -169,25 +187,48 @@ def _delivery_send(
             content_type=payload.content_type,
             hub_url=settings.HUB_URL,
             topic=payload.topic,
-            delivery_id=str(row.uuid),
-            body=body,
-            secret=subscription.secret,
+            delivery_id=work.uuid,
+            body=payload.content,
+            secret=work.secret,
             algorithm=settings.HUB_SIGNATURE_ALGORITHM,
-            standard_webhooks=subscription.standard_webhooks,
+            standard_webhooks=work.standard_webhooks,
         )
         # The thread's database connection goes back to the pool while the callback
         # answers (up to the HTTP timeouts): threads outnumber pooled connections.
         connection_release()
-        result = delivery.post(row.callback, body, request_headers)
+        result = delivery.post(work.callback, payload.content, request_headers)
     except Exception as exc:
         # Whatever broke, the attempt is recorded and retried with backoff.
-        logger.exception("delivery %s of notification %s: attempt %s broke", delivery_id, row.notification_id, attempt)
+        logger.exception(
+            "delivery %s of notification %s: attempt %s broke", work.delivery_id, work.notification_id, attempt
+        )
         result = delivery.Result(delivery.Outcome.RETRY, None, f"internal error: {type(exc).__name__}")
+    seconds = time.monotonic() - clock
+    metrics.delivery_attempted(seconds)
+    attempt_row = {
+        "number": attempt,
+        "started_at": started,
+        "duration_ms": int(seconds * 1000),
+        "status_code": result.status_code,
+        "error": "" if result.outcome is delivery.Outcome.DELIVERED else result.error.split(":", 1)[0][:200],
+        "response_body": result.body[:1000],
+    }
+    # A failure counts once on the breaker, whatever happens to its record below.
+    paused_until = None
+    if result.outcome is delivery.Outcome.RETRY:
+        paused_until = board.failed(result.error, probing=probing, now=timezone.now())
     try:
         return _attempt_record(
-            row, subscription, result, probing=probing, attempt=attempt, started=started, clock=clock
+            work,
+            board,
+            result,
+            attempt_row,
+            probing=probing,
+            paused_until=paused_until,
+            published_at=payload.published_at,
         )
-    except (DeliveryFailed, OperationalError, InterfaceError):
+    except (OperationalError, InterfaceError):
+        # The database is unreachable: the task retries the run (nothing was recorded).
         raise
     except Exception as exc:
         # Recording what the subscriber answered failed (an answer the database
@@ -195,107 +236,174 @@ def _delivery_send(
         # backoff and the pause still apply rather than the sweeper re-sending
         # the same delivery for ever.
         logger.exception(
-            "delivery %s of notification %s: recording attempt %s failed", delivery_id, row.notification_id, attempt
+            "delivery %s of notification %s: recording attempt %s failed",
+            work.delivery_id,
+            work.notification_id,
+            attempt,
         )
         bare = delivery.Result(delivery.Outcome.RETRY, result.status_code, f"internal error: {type(exc).__name__}")
-        return _attempt_record(row, subscription, bare, probing=probing, attempt=attempt, started=started, clock=clock)
+        attempt_row.update(error=bare.error.split(":", 1)[0][:200], response_body="")
+        return _attempt_record(
+            work,
+            board,
+            bare,
+            attempt_row,
+            probing=probing,
+            paused_until=paused_until,
+            published_at=payload.published_at,
+        )
 
 
 def _attempt_record(
-    row: Delivery,
-    subscription: Subscription,
+    work: DeliveryWork,
+    board: Breaker,
     result: delivery.Result,
+    attempt_row: dict[str, Any],
     *,
     probing: bool,
-    attempt: int,
-    started: datetime,
-    clock: float,
-) -> Reschedule | None:
-    """Record one attempt's outcome: the attempt row, the delivery's status or next try, the subscription's health."""
-    delivery_id = row.pk
-    metrics.delivery_attempted(time.monotonic() - clock)
-    duration_ms = int((time.monotonic() - clock) * 1000)
+    paused_until: datetime | None,
+    published_at: datetime,
+) -> tuple[bool, Resend | None]:
+    """Record one attempt: the attempt row and the delivery's new state in one statement, then the breaker.
+
+    `paused_until`: the end of the cool-down when this failure paused the subscription (or kept it paused).
+    """
     done = timezone.now()
-    common = {"attempts": F("attempts") + 1, "last_status_code": result.status_code, "last_attempt_at": done}
-    log_args = (delivery_id, row.notification_id, subscription.pk, attempt, result.status_code, duration_ms)
-    DeliveryAttempt.objects.create(
-        delivery_id=delivery_id,
-        number=attempt,
-        started_at=started,
-        duration_ms=duration_ms,
-        status_code=result.status_code,
-        error="" if result.outcome is delivery.Outcome.DELIVERED else result.error.split(":", 1)[0][:200],
-        response_body=result.body[:1000],
+    attempt = attempt_row["number"]
+    log_args = (
+        work.delivery_id,
+        work.notification_id,
+        work.subscription_id,
+        attempt,
+        result.status_code,
+        attempt_row["duration_ms"],
     )
+    outcome = {"last_status_code": result.status_code, "last_attempt_at": done}
 
     if result.outcome is delivery.Outcome.DELIVERED:
-        breaker.delivery_update(
-            delivery_id, status=Delivery.Status.DELIVERED, delivered_at=done, last_error="", **common
-        )
+        _outcome_write(work, attempt_row, status=Delivery.Status.DELIVERED, delivered_at=done, last_error="", **outcome)
         logger.info("delivery %s of notification %s to subscription %s: attempt %s delivered (%s, %sms)", *log_args)
-        metrics.delivery_delivered(notification_id=row.notification_id, delivered_at=done)
-        if probing or subscription.consecutive_failures:
-            breaker.subscription_succeeded(subscription, resumed=probing)
-        return None
+        metrics.delivery_delivered(published_at=published_at, delivered_at=done)
+        if probing or board.failing:
+            board.succeeded(resumed=probing)
+        return True, None
 
+    error = result.error[:500]
     if result.outcome is delivery.Outcome.GONE:
-        breaker.delivery_update(
-            delivery_id, status=Delivery.Status.CANCELLED, last_error="410 Gone: subscription ended", **common
+        _outcome_write(
+            work, attempt_row, status=Delivery.Status.CANCELLED, last_error="410 Gone: subscription ended", **outcome
         )
-        Subscription.objects.filter(pk=subscription.pk).delete()
+        Subscription.objects.filter(pk=work.subscription_id).delete()
         logger.info("delivery %s of notification %s to subscription %s: attempt %s gone (%s, %sms)", *log_args)
         metrics.delivery_outcome(DeliveryOutcome.GONE)
-        return None
+        return True, None
 
-    paused_until = breaker.subscription_failed(subscription, result.error, probing=probing, now=done)
-    if row.attempts >= settings.HUB_DELIVERY_MAX_RETRIES:
-        breaker.delivery_update(delivery_id, status=Delivery.Status.FAILED, last_error=result.error[:500], **common)
+    if work.attempts >= settings.HUB_DELIVERY_MAX_RETRIES:
+        _outcome_write(work, attempt_row, status=Delivery.Status.FAILED, last_error=error, **outcome)
         logger.warning(
             "delivery %s of notification %s to subscription %s: attempt %s failed for good (%s, %sms)", *log_args
         )
         metrics.delivery_outcome(DeliveryOutcome.FAILED)
-        return None
+        return True, None
     if paused_until is not None:
-        # The subscription is paused: this delivery's next attempt is the probe
-        # at the end of the cool-down.
-        wait = (paused_until - done).total_seconds()
-        breaker.delivery_update(delivery_id, last_error=result.error[:500], due_at=paused_until, **common)
-        logger.info(
-            "delivery %s of notification %s to subscription %s: attempt %s failed (%s, %sms), probe in %.0fs",
-            *log_args,
-            wait,
-        )
-        metrics.delivery_outcome(DeliveryOutcome.RETRIED)
-        return Reschedule(countdown=wait, retry=True)
-    if result.retry_after is not None:
-        wait = max(retry_delay_max(row.attempts), min(result.retry_after, settings.HUB_RETRY_AFTER_MAX))
-        breaker.delivery_update(
-            delivery_id, last_error=result.error[:500], due_at=done + timedelta(seconds=wait), **common
-        )
-        logger.info(
-            "delivery %s of notification %s to subscription %s: attempt %s failed (%s, %sms), Retry-After: %.0fs",
-            *log_args,
-            wait,
-        )
-        metrics.delivery_outcome(DeliveryOutcome.RETRIED)
-        return Reschedule(countdown=wait, retry=True)
-    due = done + timedelta(seconds=retry_delay_max(row.attempts))
-    breaker.delivery_update(delivery_id, last_error=result.error[:500], due_at=due, **common)
-    logger.info("delivery %s of notification %s to subscription %s: attempt %s failed (%s, %sms), retrying", *log_args)
+        # The subscription is paused: this delivery's next attempt is the probe at the end of the cool-down.
+        due, why = paused_until, "probe"
+    elif result.retry_after is not None:
+        # The subscriber asked for a pause: at least that, within HUB_RETRY_AFTER_MAX.
+        wait = max(retry_delay_max(work.attempts), min(result.retry_after, settings.HUB_RETRY_AFTER_MAX))
+        due, why = done + timedelta(seconds=wait), "Retry-After"
+    else:
+        due, why = done + timedelta(seconds=retry_delay(attempt)), "retry"
+    wait = max(0.0, (due - done).total_seconds())
+    # A short wait is a broker countdown; a long one waits in the database (hub.enqueue_due sends it).
+    in_broker = wait <= settings.HUB_BROKER_MAX_COUNTDOWN
+    _outcome_write(work, attempt_row, last_error=error, due_at=due, queued=in_broker, **outcome)
+    logger.info(
+        "delivery %s of notification %s to subscription %s: attempt %s failed (%s, %sms), %s in %.1fs",
+        *log_args,
+        why,
+        wait,
+    )
     metrics.delivery_outcome(DeliveryOutcome.RETRIED)
-    raise DeliveryFailed(result.error)
+    return False, Resend(countdown=wait, attempted=True) if in_broker else None
 
 
-def retry_delay_max(retries: int) -> float:
-    """The longest wait before retry number retries+1: Celery's backoff ceiling, before jitter."""
-    return float(min(settings.HUB_RETRY_BACKOFF_MAX, settings.HUB_RETRY_BACKOFF_BASE * 2**retries))
+def _outcome_write(work: DeliveryWork, attempt_row: dict[str, Any], **fields: Any) -> None:
+    """Add the attempt to the log and write the delivery's outcome (only while it is pending).
+
+    One statement on PostgreSQL (the INSERT in a WITH clause of the UPDATE), one
+    transaction of two elsewhere.
+    """
+    fields["updated_at"] = timezone.now()
+    connection = connections["default"]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _outcome_sql(connection, tuple(attempt_row), tuple(fields)),
+                [work.delivery_id, *attempt_row.values(), *fields.values(), work.delivery_id],
+            )
+        return
+    with transaction.atomic():
+        DeliveryAttempt.objects.create(delivery_id=work.delivery_id, **attempt_row)
+        Delivery.objects.filter(pk=work.delivery_id, status=Delivery.Status.PENDING).update(
+            attempts=F("attempts") + 1, **fields
+        )
 
 
-def subscription_rate(subscription: Subscription) -> ratelimit.Rate | None:
+_outcome_sql_cache: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
+
+
+def _outcome_sql(connection: Any, attempt_fields: tuple[str, ...], delivery_fields: tuple[str, ...]) -> str:
+    key = (connection.vendor, attempt_fields, delivery_fields)
+    sql = _outcome_sql_cache.get(key)
+    if sql is None:
+        quote = connection.ops.quote_name
+        attempts, deliveries = DeliveryAttempt._meta, Delivery._meta
+        insert_columns = [attempts.get_field("delivery").column] + [
+            attempts.get_field(f).column for f in attempt_fields
+        ]
+        assignments = [f"{quote(deliveries.get_field('attempts').column)} = {quote('attempts')} + 1"]
+        assignments += [f"{quote(deliveries.get_field(f).column)} = %s" for f in delivery_fields]
+        # Identifiers come from the models' metadata, quoted; every value is bound.
+        sql = (
+            f"WITH attempt AS (INSERT INTO {quote(attempts.db_table)} ({', '.join(map(quote, insert_columns))}) "  # noqa: S608
+            f"VALUES ({', '.join(['%s'] * len(insert_columns))})) "
+            f"UPDATE {quote(deliveries.db_table)} SET {', '.join(assignments)} "
+            f"WHERE {quote(deliveries.pk.column)} = %s AND {quote(deliveries.get_field('status').column)} = "
+            f"'{Delivery.Status.PENDING.value}'"
+        )
+        _outcome_sql_cache[key] = sql
+    return sql
+
+
+def subscription_rate(work: DeliveryWork) -> ratelimit.Rate | None:
     """The subscription's own rate limit, else HUB_CALLBACK_RATE_LIMIT."""
-    text = subscription.rate_limit or settings.HUB_CALLBACK_RATE_LIMIT
     try:
-        return ratelimit.parse_rate(text)
+        return ratelimit.parse_rate(work.rate_limit or settings.HUB_CALLBACK_RATE_LIMIT)
     except ratelimit.InvalidRate:
-        logger.warning("subscription %s has an unreadable rate limit; using the default", subscription.pk)
+        logger.warning("subscription %s has an unreadable rate limit; using the default", work.subscription_id)
         return ratelimit.parse_rate(settings.HUB_CALLBACK_RATE_LIMIT)
+
+
+def deliveries_enqueue_due(*, limit: int = ENQUEUE_DUE_BATCH) -> int:
+    """Send the deliveries that wait in the database and have come due, in bulk; returns how many.
+
+    Rows are taken under a row lock (others skipped), marked queued and enqueued
+    after the commit; a crash between the two leaves them queued without a
+    message, which the sweep re-sends once they are past the grace period.
+    """
+    sent = 0
+    while True:
+        now = timezone.now()
+        with transaction.atomic():
+            waiting = Delivery.objects.filter(status=Delivery.Status.PENDING, queued=False, due_at__lte=now)
+            if connections["default"].features.has_select_for_update_skip_locked:
+                waiting = waiting.select_for_update(skip_locked=True)
+            rows = dict(waiting.order_by("due_at").values_list("id", "attempts")[:limit])
+            if not rows:
+                return sent
+            Delivery.objects.filter(pk__in=list(rows)).update(queued=True, updated_at=now)
+            transaction.on_commit(lambda rows=rows: queueing.deliveries_enqueue(list(rows), retries=rows))
+        sent += len(rows)
+        if len(rows) < limit:
+            return sent

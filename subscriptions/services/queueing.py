@@ -18,9 +18,9 @@ def deliveries_enqueue(
 ) -> None:
     """Send one deliver task per id through a single producer connection.
 
-    `retries` gives a delivery's attempts so far, so that a re-sent delivery
-    keeps its place in the backoff schedule and goes to the retry queue;
-    `countdowns` delays a delivery that is not due yet (seconds).
+    `retries` gives a delivery's attempts so far: one that has attempts goes to
+    the retry queue (the database counts them, not the message); `countdowns`
+    delays a delivery that is not due yet (seconds).
     """
     retries = retries or {}
     countdowns = countdowns or {}
@@ -33,7 +33,6 @@ def deliveries_enqueue(
                 TaskName.DELIVER,
                 kwargs={"delivery_id": delivery_id},
                 producer=producer,
-                retries=done,
                 queue=QueueName.DELIVER_RETRY if done else QueueName.DELIVER,
                 countdown=countdowns.get(delivery_id),
             )

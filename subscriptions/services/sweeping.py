@@ -82,7 +82,9 @@ def hub_sweep() -> int:
             .values_list("id", "attempts")[:SWEEP_LIMIT]
         )
     if delivery_retries:
-        Delivery.objects.filter(pk__in=list(delivery_retries), status=Delivery.Status.PENDING).update(due_at=now)
+        Delivery.objects.filter(pk__in=list(delivery_retries), status=Delivery.Status.PENDING).update(
+            due_at=now, queued=True
+        )
         queueing.deliveries_enqueue(list(delivery_retries), retries=delivery_retries)
     sent = len(notification_ids) + len(request_ids) + len(delivery_retries)
     if sent:
@@ -185,7 +187,8 @@ def hub_recover() -> int:
             celery_app.send_task(TaskName.VERIFY, kwargs={"request_id": request_id}, producer=producer)
     deliveries = 0
     rows = (
-        Delivery.objects.filter(status=Delivery.Status.PENDING, due_at__lte=horizon)
+        # Those the broker held; the ones waiting in the database are hub.enqueue_due's.
+        Delivery.objects.filter(status=Delivery.Status.PENDING, queued=True, due_at__lte=horizon)
         .order_by("due_at")
         .values_list("id", "attempts", "due_at")
         .iterator(chunk_size=queueing.SPREAD_BATCH)

@@ -1,11 +1,13 @@
 """One run per delivery: a second message of a delivery taken while the first runs steps aside (no second POST)."""
 
 import threading
+import uuid
 
 import pytest
 
 from subscriptions import ratelimit, services
 from subscriptions.models import Delivery
+from subscriptions.services import delivering
 from tests.support.factories import DeliveryFactory, SubscriptionFactory
 from tests.support.subscriber import Answer, Subscriber
 
@@ -23,15 +25,15 @@ def test_a_delivery_claimed_by_another_run_is_not_posted_by_a_second_one(server:
     # given a pending delivery that another run (a re-sent message) holds right now
     settings.HUB_CALLBACK_RATE_LIMIT = "off"
     pending = DeliveryFactory(subscription=SubscriptionFactory(callback=server.url("/hook")))
-    other = ratelimit.delivery_claim(pending.pk, 30)
-    assert other
+    other = ratelimit.attempt_admit(str(pending.uuid), pending.callback, lease=30, cap=0, rate=None)
+    assert other.verdict is ratelimit.Verdict.ADMITTED
     # when the second run comes
     assert services.delivery_attempt(delivery_id=pending.pk) is None
     # then it posted nothing and left the delivery to the holder
     assert server.deliveries("/hook") == []
     assert Delivery.objects.get(pk=pending.pk).status == Delivery.Status.PENDING
     # and once the holder lets go, a run delivers it
-    ratelimit.delivery_unclaim(pending.pk, other)
+    ratelimit.attempt_give_back(str(pending.uuid), pending.callback, other, settled=False)
     assert services.delivery_attempt(delivery_id=pending.pk) is None
     assert len(server.deliveries("/hook")) == 1
     assert Delivery.objects.get(pk=pending.pk).status == Delivery.Status.DELIVERED
@@ -53,9 +55,34 @@ def test_two_runs_of_one_delivery_at_the_same_moment_post_once(server: Subscribe
     assert Delivery.objects.get(pk=pending.pk).status == Delivery.Status.DELIVERED
 
 
+def test_a_run_that_read_the_row_just_before_another_settled_it_does_not_post_again(
+    server: Subscriber, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a delivery read as pending by a run (its snapshot), then delivered by another run
+    settings.HUB_CALLBACK_RATE_LIMIT = "off"
+    pending = DeliveryFactory(subscription=SubscriptionFactory(callback=server.url("/hook")))
+    stale = delivering.delivery_work(pending.pk)
+    assert services.delivery_attempt(delivery_id=pending.pk) is None
+    assert len(server.deliveries("/hook")) == 1
+    # when the run that read it before comes to claim it
+    monkeypatch.setattr(delivering, "delivery_work", lambda delivery_id: stale)
+    assert services.delivery_attempt(delivery_id=pending.pk) is None
+    # then the settled delivery's claim (a tombstone for a few seconds) stops a second POST
+    assert len(server.deliveries("/hook")) == 1
+
+
 def test_a_claim_is_only_given_back_by_its_holder() -> None:
-    mine = ratelimit.delivery_claim(987654321, 30)
-    ratelimit.delivery_unclaim(987654321, "someone-else")
-    assert ratelimit.delivery_claim(987654321, 30) is None
-    ratelimit.delivery_unclaim(987654321, mine)
-    assert ratelimit.delivery_claim(987654321, 30)
+    key = uuid.uuid4().hex
+
+    def admit() -> ratelimit.Admission:
+        return ratelimit.attempt_admit(key, "http://x.test/", lease=30, cap=0, rate=None)
+
+    mine = admit()
+    assert mine.verdict is ratelimit.Verdict.ADMITTED
+    someone_else = ratelimit.Admission(ratelimit.Verdict.ADMITTED, token="someone-else")
+    ratelimit.attempt_give_back(key, "http://x.test/", someone_else, settled=False)
+    assert admit().verdict is ratelimit.Verdict.BUSY
+    ratelimit.attempt_give_back(key, "http://x.test/", mine, settled=False)
+    again = admit()
+    assert again.verdict is ratelimit.Verdict.ADMITTED
+    ratelimit.attempt_give_back(key, "http://x.test/", again, settled=False)

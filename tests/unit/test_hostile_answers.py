@@ -14,6 +14,7 @@ from django.db import DataError
 from subscriptions import delivery, services
 from subscriptions.delivery import RETRY_AFTER_CEILING_SECONDS, Outcome, classify, retry_after_seconds, storable_text
 from subscriptions.models import Delivery, DeliveryAttempt, Subscription
+from subscriptions.services import delivering
 from tests.support.factories import DeliveryFactory, SubscriptionFactory
 from tests.support.subscriber import Answer, Subscriber
 
@@ -103,8 +104,8 @@ def pending(server: Subscriber, settings) -> Delivery:
 @pytest.mark.django_db
 def test_a_500_whose_body_holds_a_nul_is_recorded_as_a_failed_attempt(server: Subscriber, pending: Delivery) -> None:
     server.post_statuses["/hook"] = [Answer(status=500, body=b"database said \x00 no")]
-    with pytest.raises(services.DeliveryFailed):
-        services.delivery_attempt(delivery_id=pending.pk)
+    resend = services.delivery_attempt(delivery_id=pending.pk)
+    assert resend is not None and resend.attempted
     (attempt,) = DeliveryAttempt.objects.filter(delivery_id=pending.pk)
     assert (attempt.number, attempt.status_code) == (1, 500)
     assert attempt.response_body == "database said \ufffd no"
@@ -120,7 +121,7 @@ def test_a_429_with_a_400_digit_retry_after_waits_the_configured_cap(
     settings.HUB_RETRY_AFTER_MAX = 30
     server.post_statuses["/hook"] = [Answer(status=429, headers={"Retry-After": "9" * 400})]
     step = services.delivery_attempt(delivery_id=pending.pk)
-    assert step is not None and step.retry
+    assert step is not None and step.attempted
     assert step.countdown == 30
     assert Delivery.objects.get(pk=pending.pk).attempts == 1
     assert DeliveryAttempt.objects.get(delivery_id=pending.pk).status_code == 429
@@ -132,8 +133,8 @@ def test_an_unexpected_error_while_sending_counts_as_a_failed_attempt(pending: D
         raise RuntimeError("a bug, not the subscriber")
 
     monkeypatch.setattr(delivery, "post", broken_post)
-    with pytest.raises(services.DeliveryFailed):
-        services.delivery_attempt(delivery_id=pending.pk)
+    resend = services.delivery_attempt(delivery_id=pending.pk)
+    assert resend is not None and resend.attempted
     row = Delivery.objects.get(pk=pending.pk)
     assert (row.attempts, row.last_error) == (1, "internal error: RuntimeError")
     assert DeliveryAttempt.objects.get(delivery_id=pending.pk).error == "internal error"
@@ -146,19 +147,19 @@ def test_an_answer_the_database_refuses_still_counts_as_a_failed_attempt(
 ) -> None:
     # given an answer whose record the database refuses once (as a NUL did)
     server.post_statuses["/hook"] = [Answer(status=500, body=b"bad")]
-    create = DeliveryAttempt.objects.create
+    write = delivering._outcome_write
     calls = []
 
-    def refuse_first(**fields):
+    def refuse_first(*args, **fields):
         calls.append(fields)
         if len(calls) == 1:
             raise DataError("invalid byte sequence")
-        return create(**fields)
+        return write(*args, **fields)
 
-    monkeypatch.setattr(DeliveryAttempt.objects, "create", refuse_first)
+    monkeypatch.setattr(delivering, "_outcome_write", refuse_first)
     # when the attempt is made
-    with pytest.raises(services.DeliveryFailed):
-        services.delivery_attempt(delivery_id=pending.pk)
+    resend = services.delivery_attempt(delivery_id=pending.pk)
+    assert resend is not None and resend.attempted
     # then a bare failed attempt is recorded instead, and the delivery waits for its retry
     (attempt,) = DeliveryAttempt.objects.filter(delivery_id=pending.pk)
     assert (attempt.status_code, attempt.error, attempt.response_body) == (500, "internal error", "")

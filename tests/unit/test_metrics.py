@@ -19,7 +19,7 @@ from kombu import Connection
 from prometheus_client.parser import text_string_to_metric_families
 
 from subscriptions import delivery, health, metrics, services, verification
-from subscriptions.metrics import collectors, recording
+from subscriptions.metrics import collectors
 from subscriptions.models import Notification, Subscription
 from tests.support.auth import api_client
 from tests.support.factories import DeliveryFactory, SubscriptionFactory, SubscriptionRequestFactory
@@ -180,7 +180,6 @@ def test_a_delivered_attempt_counts_the_outcome_the_latency_and_the_attempt_dura
     settings.HUB_CALLBACK_RATE_LIMIT = "off"
     row = DeliveryFactory()
     Notification.objects.filter(pk=row.notification_id).update(created_at=timezone.now() - timedelta(seconds=60))
-    recording._published_at.cache_clear()
     monkeypatch.setattr(delivery, "post", lambda *args: delivery.Result(delivery.Outcome.DELIVERED, 204))
     before = _scrape()
     # when
@@ -267,7 +266,7 @@ def test_deliveries_that_make_no_attempt_count_as_cancelled_parked_or_rate_limit
     monkeypatch.setattr(delivery, "post", lambda *args: delivery.Result(delivery.Outcome.DELIVERED, 204))
     services.delivery_attempt(delivery_id=DeliveryFactory(subscription=limited.subscription).pk)
     step = services.delivery_attempt(delivery_id=limited.pk)
-    assert step is not None and not step.retry
+    assert step is not None and step.reserved and not step.attempted
     after = _scrape()
     for outcome in ("cancelled", "parked", "rate_limited"):
         assert _value(after, "websubhub_deliveries_total", outcome=outcome) == (

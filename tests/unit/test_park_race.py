@@ -13,14 +13,14 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from subscriptions import services
+from subscriptions import ratelimit, services
 from subscriptions.models import Delivery, Subscription
 from subscriptions.services import breaker, delivering, publishing, queueing
 from tests.support.factories import DeliveryFactory, NotificationFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 
-# A send counts when it runs within this many seconds (a Reschedule's countdown).
+# A send counts when it runs within this many seconds (a Resend's countdown).
 SOON_SECONDS = 1.0
 
 
@@ -34,7 +34,7 @@ def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def _probe_succeeds(subscription: Subscription) -> None:
     """Another worker's probe was delivered."""
-    breaker.subscription_succeeded(Subscription.objects.get(pk=subscription.pk), resumed=True)
+    breaker.Breaker.of(Subscription.objects.get(pk=subscription.pk)).succeeded(resumed=True)
 
 
 def _operator_resumes(subscription: Subscription) -> None:
@@ -55,9 +55,9 @@ def _paused(kind: str) -> Subscription:
     return Subscription.objects.get(pk=subscription.pk)
 
 
-def _times_sent(delivery: Delivery, step: services.Reschedule | None, enqueued: list[int]) -> int:
+def _times_sent(delivery: Delivery, step: services.Resend | None, enqueued: list[int]) -> int:
     """How many times the delivery is on its way: re-sent by its own run, or enqueued by a release."""
-    itself = step is not None and not step.retry and step.countdown <= SOON_SECONDS
+    itself = step is not None and step.countdown <= SOON_SECONDS
     return int(itself) + enqueued.count(delivery.pk)
 
 
@@ -83,14 +83,14 @@ def test_delivery_parking_while_the_subscription_is_released_is_sent_once(
     released = _once(lambda: (_probe_succeeds if release == "probe" else _operator_resumes)(subscription))
     if moment == "before the park":
         # the release runs after this delivery read the subscription as paused, before it parks
-        real_claim = breaker.probe_claim
+        real_claim = breaker.Breaker.probe_claim
 
         def claim_then_release(*args: object, **kwargs: object) -> bool:
             claimed = real_claim(*args, **kwargs)
             released()
             return claimed
 
-        monkeypatch.setattr(breaker, "probe_claim", claim_then_release)
+        monkeypatch.setattr(breaker.Breaker, "probe_claim", claim_then_release)
     else:
         # the release runs just after this delivery parked
         real_update = breaker.delivery_update
@@ -118,12 +118,14 @@ def test_delivery_parking_behind_a_failing_callback_that_answers_meanwhile_is_se
     subscription = SubscriptionFactory(consecutive_failures=2)
     delivery = DeliveryFactory(subscription=subscription, callback=subscription.callback)
 
-    def place_taken_by_a_request_that_then_succeeds(callback: str, limit: int, lease: float) -> tuple[None, float]:
+    def place_taken_by_a_request_that_then_succeeds(
+        delivery_id: int, callback: str, *, lease: float, cap: int, rate: object
+    ) -> ratelimit.Admission:
         # the request in flight is delivered and releases what waits, before this delivery parks
-        breaker.subscription_succeeded(Subscription.objects.get(pk=subscription.pk), resumed=False)
-        return None, lease
+        breaker.Breaker.of(Subscription.objects.get(pk=subscription.pk)).succeeded(resumed=False)
+        return ratelimit.Admission(ratelimit.Verdict.IN_FLIGHT_FULL, wait=lease)
 
-    monkeypatch.setattr(delivering.ratelimit, "in_flight_acquire", place_taken_by_a_request_that_then_succeeds)
+    monkeypatch.setattr(delivering.ratelimit, "attempt_admit", place_taken_by_a_request_that_then_succeeds)
     # when the delivery runs
     with django_capture_on_commit_callbacks(execute=True):
         step = services.delivery_attempt(delivery_id=delivery.pk)
