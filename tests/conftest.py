@@ -73,8 +73,19 @@ def no_broker(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
     """Tasks are recorded instead of sent: (name, send_task keywords) each."""
     from websubhub.celery import app as celery_app
 
+    from subscriptions.services import queueing
+    from websubhub.queues import TaskName
+
     sent: list[tuple[str, dict]] = []
     monkeypatch.setattr(celery_app, "send_task", lambda name, **kw: sent.append((name, kw)))
+    # Deliver messages built from a template (a spread's) bypass send_task: recorded alike.
+    monkeypatch.setattr(
+        queueing.DeliverMessages,
+        "publish",
+        lambda self, delivery_id, queue: sent.append(
+            (TaskName.DELIVER, {"kwargs": {"delivery_id": delivery_id}, "queue": queue})
+        ),
+    )
     return sent
 
 

@@ -4,11 +4,12 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import requests
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -130,6 +131,8 @@ def notification_spread(*, notification_id: int) -> int:
                 subscription_id=match.subscription_id,
                 callback=match.callback,
                 due_at=match.parked_until or now,
+                # Parked behind a pause: no message; hub.enqueue_due sends it at the probe time.
+                queued=match.parked_until is None,
             )
         )
         if len(batch) >= queueing.SPREAD_BATCH:
@@ -145,7 +148,7 @@ def notification_spread(*, notification_id: int) -> int:
 def _deliveries_create_and_enqueue(notification_id: int, batch: list[Delivery]) -> int:
     now = timezone.now()
     with transaction.atomic():
-        Delivery.objects.bulk_create(batch, ignore_conflicts=True)
+        _deliveries_insert(batch, now=now)
         ids = list(
             Delivery.objects.filter(
                 notification_id=notification_id,
@@ -164,6 +167,44 @@ def _deliveries_create_and_enqueue(notification_id: int, batch: list[Delivery]) 
         if resumed:
             breaker.deliveries_release(Q(notification_id=notification_id, subscription_id__in=resumed))
     return len(ids)
+
+
+def _deliveries_insert(batch: list[Delivery], *, now: datetime) -> None:
+    """Insert the batch's deliveries, skipping any that exist (a spread run again).
+
+    On PostgreSQL one statement whatever the batch's size (arrays unnested,
+    uuids made by the server); Django's bulk_create builds every row's values in
+    Python, which cost more than the rest of a 10,000-callback spread.
+    """
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        Delivery.objects.bulk_create(batch, ignore_conflicts=True)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _DELIVERIES_INSERT_SQL,
+            [
+                batch[0].notification_id,
+                now,
+                now,
+                [d.subscription_id for d in batch],
+                [d.callback for d in batch],
+                [d.due_at for d in batch],
+                [d.queued for d in batch],
+            ],
+        )
+
+
+# The columns a new delivery starts with (the model's defaults), for _deliveries_insert.
+_DELIVERIES_INSERT_SQL = f"""
+INSERT INTO {Delivery._meta.db_table}
+    (uuid, notification_id, subscription_id, callback, due_at, queued,
+     status, attempts, last_error, created_at, updated_at)
+SELECT gen_random_uuid(), %s, t.subscription_id, t.callback, t.due_at, t.queued,
+       '{Delivery.Status.PENDING.value}', 0, '', %s::timestamptz, %s::timestamptz
+FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::boolean[]) AS t(subscription_id, callback, due_at, queued)
+ON CONFLICT DO NOTHING
+"""  # noqa: S608 - the table name and a status constant come from the model
 
 
 def topic_fetch_and_publish(*, topic: str) -> Notification:

@@ -2,6 +2,9 @@
 
 import logging
 
+from celery.utils import uuid
+from kombu import Producer
+
 from websubhub.celery import app as celery_app
 from websubhub.queues import QueueName, TaskName
 
@@ -11,6 +14,8 @@ logger = logging.getLogger("subscriptions.services")
 
 # Deliveries created and enqueued per transaction while spreading.
 SPREAD_BATCH = 500
+# Messages the producer buffers before one round trip to the broker (Redis: one pipeline).
+PUBLISH_BATCH = 1000
 
 
 def deliveries_enqueue(
@@ -24,15 +29,60 @@ def deliveries_enqueue(
     """
     retries = retries or {}
     countdowns = countdowns or {}
-    # kombu's publish batch sends the messages to Redis in pipelines (1.8x faster
-    # than one round trip each); other transports publish one by one.
-    with celery_app.producer_or_acquire() as producer, producer.batch(max_size=SPREAD_BATCH):
+    # kombu's publish batch sends the messages to Redis in pipelines; other
+    # transports publish one by one.
+    with celery_app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
+        messages = DeliverMessages(producer)
         for delivery_id in ids:
-            done = retries.get(delivery_id, 0)
-            celery_app.send_task(
-                TaskName.DELIVER,
-                kwargs={"delivery_id": delivery_id},
-                producer=producer,
-                queue=QueueName.DELIVER_RETRY if done else QueueName.DELIVER,
-                countdown=countdowns.get(delivery_id),
-            )
+            queue = QueueName.DELIVER_RETRY if retries.get(delivery_id) else QueueName.DELIVER
+            countdown = countdowns.get(delivery_id)
+            if countdown:
+                celery_app.send_task(
+                    TaskName.DELIVER,
+                    kwargs={"delivery_id": delivery_id},
+                    producer=producer,
+                    queue=queue,
+                    countdown=countdown,
+                )
+            else:
+                messages.publish(delivery_id, queue)
+
+
+class DeliverMessages:
+    """Deliver task messages built from one template: what `send_task` would send, without its per-call work.
+
+    A fan-out sends thousands of messages that differ only in the task id and the
+    delivery id. Celery builds each one from its configuration (a chain of
+    lookups per option) and declares its queue each time, which made spreading
+    10,000 deliveries take seconds; here the headers and properties are built
+    once, by Celery (`as_task_v2`, protocol 2), and copied with the two fields
+    changed. The queue is declared with the first message sent to it.
+    """
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+        amqp = celery_app.amqp
+        self.queues = amqp.queues
+        self.template = amqp.as_task_v2(uuid(), TaskName.DELIVER, args=(), kwargs={"delivery_id": 0})
+        self.serializer = celery_app.conf.task_serializer
+        self.declared: set[str] = set()
+
+    def publish(self, delivery_id: int, queue_name: str) -> None:
+        headers, properties, (args, _, embed), _ = self.template
+        task_id = uuid()
+        kwargs = {"delivery_id": delivery_id}
+        queue = self.queues[queue_name]
+        declare = None
+        if queue_name not in self.declared:
+            declare = [queue]
+            self.declared.add(queue_name)
+        self.producer.publish(
+            (args, kwargs, embed),
+            exchange="",
+            routing_key=queue_name,
+            serializer=self.serializer,
+            delivery_mode=queue.exchange.delivery_mode,
+            declare=declare,
+            headers={**headers, "id": task_id, "root_id": task_id, "kwargsrepr": repr(kwargs)},
+            **{**properties, "correlation_id": task_id},
+        )

@@ -39,6 +39,12 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict, float | None]
         tasks.append((name, kwargs, countdown))
 
     monkeypatch.setattr(sweeping.celery_app, "send_task", send_task)
+    # Deliver messages built from a template bypass send_task: recorded alike.
+    monkeypatch.setattr(
+        queueing.DeliverMessages,
+        "publish",
+        lambda self, delivery_id, queue: tasks.append(("hub.deliver", {"delivery_id": delivery_id}, None)),
+    )
     return tasks
 
 
