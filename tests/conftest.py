@@ -71,9 +71,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 @pytest.fixture
 def no_broker(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
     """Tasks are recorded instead of sent: (name, send_task keywords) each."""
-    from websubhub.celery import app as celery_app
-
     from subscriptions.services import queueing
+    from websubhub.celery import app as celery_app
     from websubhub.queues import TaskName
 
     sent: list[tuple[str, dict]] = []

@@ -22,6 +22,7 @@ from tests.support.factories import SubscriptionFactory
 from tests.support.processes import WORKER_ENV, broker_flush
 from tests.support.subscriber import Answer, Subscriber, stays, wait_until
 from websubhub.celery import app as celery_app
+from websubhub.queues import QueueName
 
 pytestmark = pytest.mark.e2e
 
@@ -68,6 +69,39 @@ def test_retry_after_on_429_delays_the_next_attempt(hub, subscriber: Subscriber)
     assert second.at - first.at >= 3.0 - 0.1
     assert delivery.attempts == 2
     assert [a.status_code for a in DeliveryAttempt.objects.order_by("started_at")] == [429, 204]
+
+
+def _broker_messages_of(delivery_id: int) -> list[bytes]:
+    """Every message the Redis broker holds (queued, or held unacknowledged by a worker) for one delivery."""
+    needle = f"'delivery_id': {delivery_id}}}".encode()
+    with sweeping._broker_redis() as client:
+        held = [
+            *client.lrange(QueueName.DELIVER, 0, -1),
+            *client.lrange(QueueName.DELIVER_RETRY, 0, -1),
+            *client.hvals("unacked"),
+        ]
+    return [message for message in held if needle in message]
+
+
+def test_a_long_retry_wait_is_kept_in_the_database_with_no_broker_message_and_sent_when_due(
+    hub, subscriber: Subscriber, settings
+) -> None:
+    if not settings.REDIS_URL or settings.CELERY_BROKER_URL != settings.REDIS_URL:
+        pytest.skip("reads the Redis broker's queues")
+    # given a subscriber that asks for 4 s (the workers keep waits over 1 s in the database)
+    subscriber.post_statuses["/later"] = [Answer(status=503, headers={"Retry-After": "4"})]
+    SubscriptionFactory(topic="later", callback=subscriber.url("/later"))
+    _publish("later", {"n": 1})
+    # when the first attempt has failed
+    delivery = wait_until(lambda: Delivery.objects.filter(attempts=1, callback__endswith="/later").first())
+    # then, while it waits, no message for it exists in the broker: the row alone says it is owed
+    assert delivery.queued is False and delivery.status == Delivery.Status.PENDING
+    assert _broker_messages_of(delivery.pk) == []
+    # and beat's hub.enqueue_due sends it once due: delivered on the second attempt, not before its time
+    wait_until(lambda: Delivery.objects.get(pk=delivery.pk).status == Delivery.Status.DELIVERED, timeout=30)
+    first, second = subscriber.deliveries("/later")
+    assert second.at - first.at >= 4.0 - 0.1
+    assert Delivery.objects.get(pk=delivery.pk).attempts == 2
 
 
 def test_failing_subscriber_is_paused_then_probed_and_resumed_with_nothing_lost(hub, subscriber: Subscriber) -> None:

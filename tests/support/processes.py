@@ -34,6 +34,9 @@ WORKER_ENV = {
     "HUB_CALLBACK_FAILURE_PAUSE": "6",
     "HUB_CALLBACK_PAUSE_COOLDOWN": "2",
     "HUB_RETRY_AFTER_MAX": "5",
+    # Waits over a second are kept in the database and sent by beat's hub.enqueue_due
+    # (every second by default), so the end-to-end tests take that path too.
+    "HUB_BROKER_MAX_COUNTDOWN": "1",
     "HUB_ALLOW_PRIVATE_ADDRESSES": "true",
 }
 WORKER_READY_TIMEOUT = 60
