@@ -94,3 +94,11 @@ def fresh_cache() -> None:
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _forget_remembered_tokens() -> None:
+    """Each test starts with no API token remembered (rows of earlier tests were rolled back)."""
+    from subscriptions.api.authentication import forget_all
+
+    forget_all()

@@ -168,9 +168,14 @@ else:
             "set DATABASE_POOL_MAX_SIZE=0 to keep per-thread connections instead"
         )
     DATABASES["default"]["CONN_MAX_AGE"] = _conn_max_age
-    # Without a pool, Django checks a kept connection before reusing it; with one,
-    # the pool checks each connection it lends (one round trip).
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Without a pool, Django checks a kept connection before reusing it. With one,
+    # a check of each connection the pool lends costs a round trip per request and
+    # two per delivery (borrowed again after the POST): off by default, so after a
+    # database restart each pooled connection fails its first use once (the web
+    # answers 503, a task retries) and is then replaced. DATABASE_POOL_CHECK=true
+    # checks every lend instead.
+    DATABASE_POOL_CHECK = env.bool("DATABASE_POOL_CHECK", default=False)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = DATABASE_POOL_CHECK if DATABASE_POOL_MAX_SIZE else True
     if DATABASE_POOL_MAX_SIZE:
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             # One connection stays open while idle (a prefork child, or a quiet web
@@ -204,7 +209,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["subscriptions.api.parsers.SafeJSONParser"],
     # `Authorization: Token <key>` (manage.py hub_token), or a staff login's session.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "subscriptions.api.authentication.RememberingTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Every view names its permission; anything that forgets is staff-only.
@@ -313,6 +318,10 @@ HUB_MAX_JSON_DEPTH = env.int("HUB_MAX_JSON_DEPTH", default=64)
 # per token (per address for publish pings on /hub).
 HUB_THROTTLE_SUBSCRIBE = env.str("HUB_THROTTLE_SUBSCRIBE", default="30/m")
 HUB_THROTTLE_PUBLISH = env.str("HUB_THROTTLE_PUBLISH", default="100/s")
+# Seconds a process remembers an API token's user and permissions (0: look them up
+# on every request). A token deleted or rotated, a user deactivated or a permission
+# withdrawn takes effect within this time (at once in the process that changed it).
+HUB_TOKEN_CACHE_SECONDS = env.float("HUB_TOKEN_CACHE_SECONDS", default=5.0)
 
 # URL prefixes whose topics may be published with hub.mode=publish on /hub
 # (comma-separated; empty allows any topic URL). Pings carry no credentials, so

@@ -1,10 +1,10 @@
 """Who may call the JSON API: token holders with the publish or the manage permission."""
 
-from django.contrib.auth.models import Permission
-from django.db.models import Q
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
+
+from subscriptions.api.authentication import hub_permissions
 
 PUBLISH = "subscriptions.publish_notification"
 MANAGE = "subscriptions.manage_hub"
@@ -19,14 +19,10 @@ class _HasPerm(BasePermission):
             return False
         if user.is_superuser:
             return True
-        # One query for "granted to the user or to one of their groups", where
-        # user.has_perm() loads every permission of both with two.
-        codenames = [perm.split(".", 1)[1] for perm in self.perms]
-        return (
-            Permission.objects.filter(content_type__app_label="subscriptions", codename__in=codenames)
-            .filter(Q(user=user) | Q(group__user=user))
-            .exists()
-        )
+        # The hub's permissions granted to the user or to one of their groups: one
+        # query, remembered for a few seconds (subscriptions/api/authentication.py).
+        granted = hub_permissions(user)
+        return any(perm.split(".", 1)[1] in granted for perm in self.perms)
 
 
 class CanPublish(_HasPerm):
