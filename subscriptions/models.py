@@ -1,5 +1,6 @@
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -204,6 +205,32 @@ class DeliveryAttempt(models.Model):
     @property
     def succeeded(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class IdempotencyKey(models.Model):
+    """A publisher's Idempotency-Key and the answer its first request got: a retry with the same key gets it again.
+
+    Unique per client (the account behind the token), so that two concurrent
+    retries cannot both publish: the second INSERT waits for the first to commit
+    and then conflicts.
+    """
+
+    client = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="sha256 of the request's topic and content")
+    # Not a foreign key: the answer stays the same when retention purges the notification.
+    notification_id = models.BigIntegerField(help_text="the notification id the first request was answered with")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["client", "key"], name="idempotency_key_unique_per_client"),
+        ]
+        # The retention task's purge of expired keys.
+        indexes = [models.Index(fields=["created_at"], name="idempotency_key_created")]
+
+    def __str__(self) -> str:
+        return f"{self.key} -> notification {self.notification_id}"
 
 
 class RateWindow(models.Model):

@@ -41,8 +41,29 @@ def _throttled(wait: float) -> Response:
     methods=["POST"],
     tags=["notifications"],
     summary="Publish a JSON message on a topic",
+    description=(
+        "With an `Idempotency-Key` header (up to 255 printable ASCII characters, per client), a repeat of the "
+        "same topic and content within 24 hours is answered with the first answer (the same id, 202, and "
+        "`Idempotent-Replayed: true`) and publishes nothing; the same key with another topic or content gets 422."
+    ),
     request=serializers.NotificationCreateSerializer,
-    responses={202: serializers.AcceptedIdSerializer, **errors(400, 413, 415, 429)},
+    parameters=[
+        OpenApiParameter(
+            "Idempotency-Key",
+            str,
+            OpenApiParameter.HEADER,
+            description="a unique value per message (a UUID), as a bare token or a quoted string",
+        ),
+        OpenApiParameter(
+            "Idempotent-Replayed",
+            str,
+            OpenApiParameter.HEADER,
+            response=[202],
+            enum=["true"],
+            description="present when this is the answer of an earlier request with the same Idempotency-Key",
+        ),
+    ],
+    responses={202: serializers.AcceptedIdSerializer, **errors(400, 409, 413, 415, 422, 429)},
     examples=[
         OpenApiExample(
             "trade document", value={"topic": "UN.CEFACT.TRADE.CO", "content": {"document": "CO-1"}}, request_only=True
@@ -56,11 +77,20 @@ class NotificationCreate(APIView):
     def post(self, request: Request) -> Response:
         serializer = serializers.NotificationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        key = request.headers.get("Idempotency-Key")
         try:
-            notification = services.notification_publish_json(**serializer.validated_data)
+            if key is None:
+                notification = services.notification_publish_json(**serializer.validated_data)
+                return Response({"id": notification.pk}, status=status.HTTP_202_ACCEPTED)
+            outcome = services.notification_publish_idempotent(
+                client_id=request.user.pk, key=key, **serializer.validated_data
+            )
         except services.HubError as exc:
             return hub_error_response(exc)
-        return Response({"id": notification.pk}, status=status.HTTP_202_ACCEPTED)
+        response = Response({"id": outcome.notification_id}, status=status.HTTP_202_ACCEPTED)
+        if outcome.replayed:
+            response["Idempotent-Replayed"] = "true"
+        return response
 
 
 @extend_schema(

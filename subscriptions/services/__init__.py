@@ -19,6 +19,7 @@ from subscriptions.rules import (
 )
 from subscriptions.services.breaker import subscription_pause, subscription_release_parked, subscription_resume
 from subscriptions.services.delivering import Reschedule, delivery_attempt, retry_delay_max, subscription_rate
+from subscriptions.services.idempotency import IdempotentPublish, notification_publish_idempotent
 from subscriptions.services.operations import deliveries_replay, subscription_update, subscriptions_expire_now
 from subscriptions.services.publishing import (
     notification_publish,
@@ -39,6 +40,7 @@ from subscriptions.services.sweeping import broker_marker_read, broker_recovery_
 __all__ = [
     "DeliveryFailed",
     "HubError",
+    "IdempotentPublish",
     "Reschedule",
     "broker_marker_read",
     "broker_recovery_claim",
@@ -51,6 +53,7 @@ __all__ = [
     "lease_clamp",
     "lease_seconds_parse",
     "notification_publish",
+    "notification_publish_idempotent",
     "notification_publish_json",
     "notification_spread",
     "publish_ping",
