@@ -247,13 +247,14 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         for field in options["fields"]
         if field not in ("rate_limit", "standard_webhooks")
     ]
-    actions = ["retry_failed", "pause", "resume", "expire_now"]
+    actions = ["retry_failed", "pause", "resume", "expire_now", "erase_history"]
     # The actions the change page offers as buttons (the same methods as the list's actions).
     object_actions = {
         "retry_failed": "Retry failed deliveries",
         "pause": "Pause",
         "resume": "Resume",
         "expire_now": "Expire now",
+        "erase_history": "Erase with its history",
     }
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
@@ -367,6 +368,20 @@ class SubscriptionAdmin(ReadOnlyAdmin):
             request, f"{count} subscriptions expired; the next expiry run removes them.", messages.SUCCESS
         )
 
+    @admin.action(
+        description="Erase the selected subscriptions with every delivery and attempt they had",
+        permissions=["delete"],
+    )
+    def erase_history(self, request: HttpRequest, queryset: QuerySet) -> None:
+        erased = [services.subscription_erase(subscription=subscription) for subscription in queryset]
+        deliveries = sum(counts.deliveries for counts in erased)
+        attempts = sum(counts.attempts for counts in erased)
+        self.message_user(
+            request,
+            f"{len(erased)} subscriptions erased with {deliveries} deliveries and {attempts} attempts.",
+            messages.SUCCESS,
+        )
+
     def object_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponseRedirect:
         """One of the list's actions applied to one subscription, from a button on its change page."""
         # Only an action the list would offer this user: get_actions applies each action's `permissions`.
@@ -376,6 +391,8 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         if not self.has_change_permission(request, subscription):
             raise PermissionDenied
         getattr(self, action)(request, Subscription.objects.filter(pk=subscription.pk))
+        if action == "erase_history":
+            return HttpResponseRedirect(reverse("admin:subscriptions_subscription_changelist"))
         return HttpResponseRedirect(reverse("admin:subscriptions_subscription_change", args=[subscription.pk]))
 
     def save_model(self, request: HttpRequest, obj: Subscription, form: object, change: bool) -> None:

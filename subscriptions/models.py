@@ -123,6 +123,8 @@ class Notification(TimeStamped):
         indexes = [
             # The sweeper's lookup of notifications that never reached spread.
             models.Index(fields=["created_at"], condition=Q(spread_at__isnull=True), name="notification_unspread"),
+            # Retention: where the notifications past HUB_RETENTION_DAYS end.
+            models.Index(fields=["created_at"], name="notification_created"),
         ]
         ordering = ["-id"]
 
@@ -196,7 +198,11 @@ class DeliveryAttempt(models.Model):
     response_body = models.CharField(max_length=1000, blank=True, default="", help_text="truncated")
 
     class Meta:
-        indexes = [models.Index(fields=["delivery", "started_at"], name="attempt_delivery_started")]
+        indexes = [
+            models.Index(fields=["delivery", "started_at"], name="attempt_delivery_started"),
+            # Retention: attempts past HUB_ATTEMPT_RETENTION_DAYS.
+            models.Index(fields=["started_at"], name="attempt_started"),
+        ]
         ordering = ["started_at", "id"]
 
     def __str__(self) -> str:

@@ -13,6 +13,7 @@ class TaskName:
     DELIVER = "hub.deliver"
     EXPIRE_SUBSCRIPTIONS = "hub.expire_subscriptions"
     SWEEP = "hub.sweep"
+    PURGE = "hub.purge"
 
 
 class QueueName:

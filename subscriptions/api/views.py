@@ -167,7 +167,20 @@ class SubscriptionListCreate(generics.ListAPIView):
         summary="Set the subscription's rate limit and Standard Webhooks headers",
         responses={200: serializers.SubscriptionSerializer, **errors(400, 404)},
     ),
-    delete=extend_schema(tags=["subscriptions"], responses={204: None, **errors(404)}),
+    delete=extend_schema(
+        tags=["subscriptions"],
+        summary="Remove the subscription (with erase=history: and every delivery and attempt it had)",
+        parameters=[
+            OpenApiParameter(
+                "erase",
+                str,
+                enum=["history"],
+                description="history: also delete every delivery and attempt of the subscription, and its "
+                "completed subscribe requests, at once",
+            )
+        ],
+        responses={204: None, **errors(400, 404)},
+    ),
 )
 class SubscriptionDetail(generics.RetrieveUpdateDestroyAPIView):
     """GET, PATCH (`rate_limit`, `standard_webhooks`) and DELETE one subscription."""
@@ -190,8 +203,16 @@ class SubscriptionDetail(generics.RetrieveUpdateDestroyAPIView):
             raise ValidationError({"rate_limit": [exc.message]}) from None
         serializer.instance.refresh_from_db()
 
-    def perform_destroy(self, instance: Subscription) -> None:
-        services.subscription_delete(subscription=instance)
+    def destroy(self, request: Request, *args: object, **kwargs: object) -> Response:
+        erase = request.query_params.get("erase")
+        if erase not in (None, "history"):
+            return refusal(f"erase must be history, not {erase[:40]!r}", status.HTTP_400_BAD_REQUEST, "erase")
+        subscription = self.get_object()
+        if erase == "history":
+            services.subscription_erase(subscription=subscription)
+        else:
+            services.subscription_delete(subscription=subscription)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 @extend_schema(

@@ -29,6 +29,13 @@ from subscriptions.services.publishing import (
     topic_fetch_and_publish,
 )
 from subscriptions.services.queueing import deliveries_enqueue
+from subscriptions.services.retention import (
+    PurgeCounts,
+    retention_plan,
+    retention_purge,
+    retention_window_start,
+    subscription_erase,
+)
 from subscriptions.services.subscribing import (
     subscription_delete,
     subscription_request,
@@ -41,6 +48,7 @@ __all__ = [
     "DeliveryFailed",
     "HubError",
     "IdempotentPublish",
+    "PurgeCounts",
     "Reschedule",
     "broker_marker_read",
     "broker_recovery_claim",
@@ -57,9 +65,13 @@ __all__ = [
     "notification_publish_json",
     "notification_spread",
     "publish_ping",
+    "retention_plan",
+    "retention_purge",
+    "retention_window_start",
     "retry_delay_max",
     "secret_validate",
     "subscription_delete",
+    "subscription_erase",
     "subscription_pause",
     "subscription_rate",
     "subscription_release_parked",

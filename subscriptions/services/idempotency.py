@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from subscriptions.errors import HubError
@@ -103,12 +104,16 @@ def notification_publish_idempotent(*, client_id: int, key: str, topic: str, con
     raise HubError(f"this {HEADER} is being used by a request right now; try again", 409, field=HEADER)
 
 
+def idempotency_keys_expired(*, now: datetime | None = None) -> QuerySet[IdempotencyKey]:
+    """Keys older than KEY_LIFETIME: they answer nothing any more."""
+    return IdempotencyKey.objects.filter(created_at__lte=(now or timezone.now()) - KEY_LIFETIME)
+
+
 def idempotency_keys_expired_delete(*, batch: int, now: datetime | None = None) -> int:
-    """Remove keys older than KEY_LIFETIME, `batch` rows per statement; returns how many."""
-    cutoff = (now or timezone.now()) - KEY_LIFETIME
+    """Remove expired keys, `batch` rows per statement (the retention task); returns how many."""
     removed = 0
     while True:
-        ids = list(IdempotencyKey.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[:batch])
+        ids = list(idempotency_keys_expired(now=now).values_list("pk", flat=True)[:batch])
         if not ids:
             return removed
         removed += IdempotencyKey.objects.filter(pk__in=ids).delete()[0]
