@@ -157,10 +157,18 @@ class Delivery(TimeStamped):
     # When a pending delivery should next run. The sweeper re-sends pending
     # deliveries well past it: the database, not the broker, says what is owed.
     due_at = models.DateTimeField(default=timezone.now)
+    # 0 for the delivery spread made; n for the n-th replay of the notification to the
+    # subscription (POST /api/subscriptions/<id>/replay), a new delivery with its own uuid.
+    replay = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="0: the original delivery; n: the n-th replay of this notification"
+    )
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["notification", "subscription"], name="delivery_unique_per_subscription"),
+            # Spread's idempotence: one original (replay 0) per notification and subscription.
+            models.UniqueConstraint(
+                fields=["notification", "subscription", "replay"], name="delivery_unique_per_subscription_replay"
+            ),
         ]
         indexes = [
             models.Index(fields=["notification", "status"], name="delivery_notification_status"),

@@ -14,7 +14,7 @@ from subscriptions import selectors, services, throttles
 from subscriptions.api import serializers
 from subscriptions.api.errors import hub_error_response, refusal
 from subscriptions.api.permissions import CanManage, CanPublish, CanPublishOrManage
-from subscriptions.filters import DeliveryFilterSerializer
+from subscriptions.filters import DeliveryFilterSerializer, ReplayWindowSerializer
 from subscriptions.models import Delivery, Notification, Subscription, SubscriptionRequest
 from subscriptions.throttles import PublishThrottle
 from subscriptions.topics import InvalidTopic, subscription_key
@@ -228,6 +228,39 @@ class SubscriptionRetryFailed(APIView):
         subscription = get_object_or_404(Subscription, pk=pk)
         count = services.deliveries_replay(selectors.deliveries_failed(subscription_id=subscription.pk))
         return Response({"retried": count}, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(
+    tags=["subscriptions"],
+    summary="Send every notification of a time window to the subscription again, as new deliveries",
+    description=(
+        "Each notification published in [since, until) whose delivery to this subscription is in one of `status` "
+        "(default: delivered, failed, cancelled) is sent once more as a new delivery (new id and X-Hub-Delivery), "
+        "through the ordinary pipeline: rate limit, pause, the current callback and secret. The originals stay. "
+        "A window that starts before HUB_RETENTION_DAYS is refused with 400."
+    ),
+    request=ReplayWindowSerializer,
+    responses={202: serializers.ReplayedSerializer, **errors(400, 404, 409, 415)},
+    examples=[
+        OpenApiExample(
+            "a day, failed and delivered",
+            value={"since": "2026-11-28T00:00:00Z", "until": "2026-11-29T00:00:00Z", "status": ["failed", "delivered"]},
+            request_only=True,
+        )
+    ],
+)
+class SubscriptionReplay(APIView):
+    permission_classes = [CanManage]
+
+    def post(self, request: Request, pk: int) -> Response:
+        subscription = get_object_or_404(Subscription, pk=pk)
+        window = ReplayWindowSerializer(data=request.data)
+        window.is_valid(raise_exception=True)
+        try:
+            count = services.subscription_replay(subscription=subscription, **window.validated_data)
+        except services.HubError as exc:
+            return hub_error_response(exc)
+        return Response({"replayed": count}, status=status.HTTP_202_ACCEPTED)
 
 
 @extend_schema(

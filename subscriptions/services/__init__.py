@@ -29,6 +29,7 @@ from subscriptions.services.publishing import (
     topic_fetch_and_publish,
 )
 from subscriptions.services.queueing import deliveries_enqueue
+from subscriptions.services.replaying import subscription_replay
 from subscriptions.services.retention import (
     PurgeCounts,
     retention_plan,
@@ -75,6 +76,7 @@ __all__ = [
     "subscription_pause",
     "subscription_rate",
     "subscription_release_parked",
+    "subscription_replay",
     "subscription_request",
     "subscription_resume",
     "subscription_update",
