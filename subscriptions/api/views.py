@@ -50,7 +50,8 @@ def _throttled(wait: float) -> Response:
     parameters=[
         OpenApiParameter(
             "Idempotency-Key",
-            str,
+            # Printable ASCII, visible at both ends, up to 255; the hub also reads the quoted form ("…").
+            {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!#-~](?:[ -~]{0,253}[!-~])?$"},
             OpenApiParameter.HEADER,
             description="a unique value per message (a UUID), as a bare token or a quoted string",
         ),
