@@ -22,6 +22,7 @@ from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -201,6 +202,19 @@ class SubscriptionAdminForm(forms.ModelForm):
         return value
 
 
+class ReplayForm(forms.Form):
+    """The subscription page's replay by time window (POST /api/subscriptions/<id>/replay)."""
+
+    since = forms.DateTimeField(help_text="published at or after, e.g. 2026-11-28 10:00 (UTC)")
+    until = forms.DateTimeField(required=False, help_text="published before; empty: now")
+    status = forms.MultipleChoiceField(
+        choices=[(status, label) for status, label in Delivery.Status.choices if status != Delivery.Status.PENDING],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="whose delivery to this subscription ended so; none ticked: all three",
+    )
+
+
 @admin.register(Subscription)
 class SubscriptionAdmin(ReadOnlyAdmin):
     form = SubscriptionAdminForm
@@ -247,13 +261,14 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         for field in options["fields"]
         if field not in ("rate_limit", "standard_webhooks")
     ]
-    actions = ["retry_failed", "pause", "resume", "expire_now"]
+    actions = ["retry_failed", "pause", "resume", "expire_now", "erase_history"]
     # The actions the change page offers as buttons (the same methods as the list's actions).
     object_actions = {
         "retry_failed": "Retry failed deliveries",
         "pause": "Pause",
         "resume": "Resume",
         "expire_now": "Expire now",
+        "erase_history": "Erase with its history",
     }
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
@@ -266,10 +281,15 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     def get_urls(self) -> list[URLPattern]:
         extra = [
             path(
+                "<path:object_id>/replay/",
+                self.admin_site.admin_view(self.replay_view),
+                name="subscriptions_subscription_replay",
+            ),
+            path(
                 "<path:object_id>/act/<str:action>/",
                 self.admin_site.admin_view(self.object_action_view),
                 name="subscriptions_subscription_act",
-            )
+            ),
         ]
         return extra + super().get_urls()
 
@@ -278,7 +298,11 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     ) -> object:
         allowed = self.get_actions(request)
         buttons = {name: label for name, label in self.object_actions.items() if name in allowed}
-        context = {**(extra_context or {}), "object_actions": buttons}
+        context = {
+            **(extra_context or {}),
+            "object_actions": buttons,
+            "can_replay": self.has_retry_failed_permission(request),
+        }
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     @staticmethod
@@ -367,6 +391,48 @@ class SubscriptionAdmin(ReadOnlyAdmin):
             request, f"{count} subscriptions expired; the next expiry run removes them.", messages.SUCCESS
         )
 
+    @admin.action(
+        description="Erase the selected subscriptions with every delivery and attempt they had",
+        permissions=["delete"],
+    )
+    def erase_history(self, request: HttpRequest, queryset: QuerySet) -> None:
+        erased = [services.subscription_erase(subscription=subscription) for subscription in queryset]
+        deliveries = sum(counts.deliveries for counts in erased)
+        attempts = sum(counts.attempts for counts in erased)
+        self.message_user(
+            request,
+            f"{len(erased)} subscriptions erased with {deliveries} deliveries and {attempts} attempts.",
+            messages.SUCCESS,
+        )
+
+    def replay_view(self, request: HttpRequest, object_id: str) -> object:
+        """Replay by time window from the subscription's page: a form, then services.subscription_replay."""
+        if not self.has_retry_failed_permission(request):
+            raise PermissionDenied
+        subscription = get_object_or_404(self.get_queryset(request), pk=object_id)
+        form = ReplayForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                count = services.subscription_replay(
+                    subscription=subscription,
+                    since=form.cleaned_data["since"],
+                    until=form.cleaned_data["until"],
+                    statuses=form.cleaned_data["status"] or None,
+                )
+            except services.HubError as exc:
+                form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            else:
+                self.message_user(request, f"{count} notifications sent again as new deliveries.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:subscriptions_subscription_change", args=[subscription.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": subscription,
+            "title": f"Replay deliveries to {subscription}",
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/subscriptions/subscription/replay.html", context)
+
     def object_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponseRedirect:
         """One of the list's actions applied to one subscription, from a button on its change page."""
         # Only an action the list would offer this user: get_actions applies each action's `permissions`.
@@ -376,6 +442,8 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         if not self.has_change_permission(request, subscription):
             raise PermissionDenied
         getattr(self, action)(request, Subscription.objects.filter(pk=subscription.pk))
+        if action == "erase_history":
+            return HttpResponseRedirect(reverse("admin:subscriptions_subscription_changelist"))
         return HttpResponseRedirect(reverse("admin:subscriptions_subscription_change", args=[subscription.pk]))
 
     def save_model(self, request: HttpRequest, obj: Subscription, form: object, change: bool) -> None:
@@ -476,6 +544,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "notification_link",
         "subscription_link",
         "callback",
+        "replay",
         *DELIVERY_OUTCOME_FIELDS,
         "due_at",
         "created_at",

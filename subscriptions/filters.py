@@ -53,3 +53,33 @@ class FailedDeliveryFilterSerializer(FilterSerializer):
     subscription = IdField(required=False, source="subscription_id")
     since = serializers.DateTimeField(required=False, error_messages={"invalid": SINCE_REFUSAL})
     delivery = IdField(required=False, source="delivery_id")
+
+
+# What a replay by time window may select (services/replaying.REPLAYABLE): settled deliveries.
+REPLAY_STATUSES = [Delivery.Status.DELIVERED, Delivery.Status.FAILED, Delivery.Status.CANCELLED]
+REPLAY_STATUS_REFUSAL = f"must be one of {', '.join(REPLAY_STATUSES)} (settled deliveries)"
+TIME_REFUSAL = "must be an ISO 8601 time such as 2026-11-28T10:00:00Z"
+
+
+class ReplayWindowSerializer(FilterSerializer):
+    """A replay by time window (POST /api/subscriptions/<id>/replay, hub_replay): notifications published in
+    [since, until) whose delivery to the subscription is in one of `status` (default: every settled one)."""
+
+    since = serializers.DateTimeField(
+        error_messages={"invalid": TIME_REFUSAL}, help_text="ISO 8601; UTC when it has no offset"
+    )
+    until = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        error_messages={"invalid": TIME_REFUSAL},
+        help_text="ISO 8601, exclusive; default: now",
+    )
+    status = serializers.ListField(
+        child=serializers.ChoiceField(
+            choices=REPLAY_STATUSES, error_messages={"invalid_choice": REPLAY_STATUS_REFUSAL}
+        ),
+        required=False,
+        allow_empty=False,
+        source="statuses",
+        help_text="which deliveries' notifications to send again; default: delivered, failed and cancelled",
+    )

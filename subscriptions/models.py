@@ -1,5 +1,6 @@
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -122,6 +123,8 @@ class Notification(TimeStamped):
         indexes = [
             # The sweeper's lookup of notifications that never reached spread.
             models.Index(fields=["created_at"], condition=Q(spread_at__isnull=True), name="notification_unspread"),
+            # Retention: where the notifications past HUB_RETENTION_DAYS end.
+            models.Index(fields=["created_at"], name="notification_created"),
         ]
         ordering = ["-id"]
 
@@ -158,10 +161,18 @@ class Delivery(TimeStamped):
     # short countdown). False: it waits in the database alone (a long retry wait,
     # or parked) and hub.enqueue_due sends it when due_at comes.
     queued = models.BooleanField(default=True)
+    # 0 for the delivery spread made; n for the n-th replay of the notification to the
+    # subscription (POST /api/subscriptions/<id>/replay), a new delivery with its own uuid.
+    replay = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="0: the original delivery; n: the n-th replay of this notification"
+    )
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["notification", "subscription"], name="delivery_unique_per_subscription"),
+            # Spread's idempotence: one original (replay 0) per notification and subscription.
+            models.UniqueConstraint(
+                fields=["notification", "subscription", "replay"], name="delivery_unique_per_subscription_replay"
+            ),
         ]
         indexes = [
             models.Index(fields=["notification", "status"], name="delivery_notification_status"),
@@ -201,7 +212,11 @@ class DeliveryAttempt(models.Model):
     response_body = models.CharField(max_length=1000, blank=True, default="", help_text="truncated")
 
     class Meta:
-        indexes = [models.Index(fields=["delivery", "started_at"], name="attempt_delivery_started")]
+        indexes = [
+            models.Index(fields=["delivery", "started_at"], name="attempt_delivery_started"),
+            # Retention: attempts past HUB_ATTEMPT_RETENTION_DAYS.
+            models.Index(fields=["started_at"], name="attempt_started"),
+        ]
         ordering = ["started_at", "id"]
 
     def __str__(self) -> str:
@@ -210,6 +225,32 @@ class DeliveryAttempt(models.Model):
     @property
     def succeeded(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class IdempotencyKey(models.Model):
+    """A publisher's Idempotency-Key and the answer its first request got: a retry with the same key gets it again.
+
+    Unique per client (the account behind the token), so that two concurrent
+    retries cannot both publish: the second INSERT waits for the first to commit
+    and then conflicts.
+    """
+
+    client = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="sha256 of the request's topic and content")
+    # Not a foreign key: the answer stays the same when retention purges the notification.
+    notification_id = models.BigIntegerField(help_text="the notification id the first request was answered with")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["client", "key"], name="idempotency_key_unique_per_client"),
+        ]
+        # The retention task's purge of expired keys.
+        indexes = [models.Index(fields=["created_at"], name="idempotency_key_created")]
+
+    def __str__(self) -> str:
+        return f"{self.key} -> notification {self.notification_id}"
 
 
 class RateWindow(models.Model):

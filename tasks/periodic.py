@@ -1,6 +1,7 @@
 from celery import shared_task
 
 from subscriptions import services
+from subscriptions.services import retention
 from tasks.retry import PERIODIC_DATABASE_RETRY
 from websubhub.queues import TaskName
 
@@ -21,3 +22,9 @@ def enqueue_due() -> int:
 def sweep() -> int:
     """Re-send work the broker may have lost: unspread notifications, unverified requests (run by beat)."""
     return services.hub_sweep()
+
+
+@shared_task(name=TaskName.PURGE, ignore_result=True, **PERIODIC_DATABASE_RETRY)
+def purge() -> int:
+    """Remove what is past retention, in batches, for at most TASK_TIME_BUDGET seconds (run by beat)."""
+    return services.retention_purge(time_budget=retention.TASK_TIME_BUDGET).rows

@@ -14,6 +14,7 @@ class TaskName:
     EXPIRE_SUBSCRIPTIONS = "hub.expire_subscriptions"
     SWEEP = "hub.sweep"
     ENQUEUE_DUE = "hub.enqueue_due"
+    PURGE = "hub.purge"
 
 
 class QueueName:

@@ -388,6 +388,23 @@ HUB_SWEEP_INTERVAL = env.int("HUB_SWEEP_INTERVAL", default=5)
 HUB_SWEEP_GRACE_SECONDS = env.int("HUB_SWEEP_GRACE_SECONDS", default=120)
 HUB_SWEEP_MAX_QUEUE = env.int("HUB_SWEEP_MAX_QUEUE", default=1_000)
 
+# Retention (README, "Running it for a year"): beat's hub.purge removes, every
+# HUB_RETENTION_INTERVAL seconds, notifications older than HUB_RETENTION_DAYS whose
+# deliveries are all settled, with those deliveries and their attempts, and attempts
+# older than HUB_ATTEMPT_RETENTION_DAYS (which may be shorter). 0 disables each.
+HUB_RETENTION_DAYS = env.int("HUB_RETENTION_DAYS", default=30)
+HUB_ATTEMPT_RETENTION_DAYS = env.int("HUB_ATTEMPT_RETENTION_DAYS", default=HUB_RETENTION_DAYS)
+HUB_RETENTION_INTERVAL = env.int("HUB_RETENTION_INTERVAL", default=600)
+if HUB_RETENTION_DAYS < 0 or HUB_ATTEMPT_RETENTION_DAYS < 0:
+    raise ImproperlyConfigured("HUB_RETENTION_DAYS and HUB_ATTEMPT_RETENTION_DAYS must be whole days >= 0 (0: keep)")
+if HUB_RETENTION_DAYS and HUB_ATTEMPT_RETENTION_DAYS > HUB_RETENTION_DAYS:
+    raise ImproperlyConfigured(
+        f"HUB_ATTEMPT_RETENTION_DAYS ({HUB_ATTEMPT_RETENTION_DAYS}) must not exceed HUB_RETENTION_DAYS "
+        f"({HUB_RETENTION_DAYS}): attempts go with their deliveries after that anyway"
+    )
+if HUB_RETENTION_INTERVAL < 1:
+    raise ImproperlyConfigured("HUB_RETENTION_INTERVAL must be a positive number of seconds")
+
 # Admin login lockout (django-axes, https://django-axes.readthedocs.io/en/latest/4_configuration.html):
 # after HUB_LOGIN_FAILURE_LIMIT failed logins for one username from one client
 # address, that pair is refused (429) for HUB_LOGIN_COOLOFF_MINUTES, 0 meaning
@@ -487,6 +504,7 @@ CELERY_TASK_ROUTES = {
     TaskName.EXPIRE_SUBSCRIPTIONS: {"queue": QueueName.PERIODIC},
     TaskName.SWEEP: {"queue": QueueName.PERIODIC},
     TaskName.ENQUEUE_DUE: {"queue": QueueName.PERIODIC},
+    TaskName.PURGE: {"queue": QueueName.PERIODIC},
 }
 CELERY_BEAT_SCHEDULE = {
     "expire-subscriptions": {"task": TaskName.EXPIRE_SUBSCRIPTIONS, "schedule": float(HUB_EXPIRE_INTERVAL)},
@@ -497,6 +515,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": HUB_ENQUEUE_INTERVAL,
         "options": {"expires": max(HUB_ENQUEUE_INTERVAL, 1.0)},
     },
+    "purge-past-retention": {"task": TaskName.PURGE, "schedule": float(HUB_RETENTION_INTERVAL)},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

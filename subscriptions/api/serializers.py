@@ -202,6 +202,7 @@ class DeliverySerializer(serializers.ModelSerializer):
             *DELIVERY_OUTCOME_FIELDS,
             "due_at",
             "created_at",
+            "replay",
             "attempt_log",
         ]
 
@@ -229,3 +230,7 @@ class ResumedSerializer(SubscriptionSerializer):
 
     class Meta(SubscriptionSerializer.Meta):
         fields = [*SubscriptionSerializer.Meta.fields, "released"]
+
+
+class ReplayedSerializer(serializers.Serializer):
+    replayed = serializers.IntegerField(help_text="how many notifications were sent again, each as a new delivery")

@@ -14,7 +14,7 @@ from subscriptions import selectors, services, throttles
 from subscriptions.api import serializers
 from subscriptions.api.errors import hub_error_response, refusal
 from subscriptions.api.permissions import CanManage, CanPublish, CanPublishOrManage
-from subscriptions.filters import DeliveryFilterSerializer
+from subscriptions.filters import DeliveryFilterSerializer, ReplayWindowSerializer
 from subscriptions.models import Delivery, Notification, Subscription, SubscriptionRequest
 from subscriptions.throttles import PublishThrottle
 from subscriptions.topics import InvalidTopic, subscription_key
@@ -41,8 +41,30 @@ def _throttled(wait: float) -> Response:
     methods=["POST"],
     tags=["notifications"],
     summary="Publish a JSON message on a topic",
+    description=(
+        "With an `Idempotency-Key` header (up to 255 printable ASCII characters, per client), a repeat of the "
+        "same topic and content within 24 hours is answered with the first answer (the same id, 202, and "
+        "`Idempotent-Replayed: true`) and publishes nothing; the same key with another topic or content gets 422."
+    ),
     request=serializers.NotificationCreateSerializer,
-    responses={202: serializers.AcceptedIdSerializer, **errors(400, 413, 415, 429)},
+    parameters=[
+        OpenApiParameter(
+            "Idempotency-Key",
+            # Printable ASCII, visible at both ends, up to 255; the hub also reads the quoted form ("…").
+            {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!#-~](?:[ -~]{0,253}[!-~])?$"},
+            OpenApiParameter.HEADER,
+            description="a unique value per message (a UUID), as a bare token or a quoted string",
+        ),
+        OpenApiParameter(
+            "Idempotent-Replayed",
+            str,
+            OpenApiParameter.HEADER,
+            response=[202],
+            enum=["true"],
+            description="present when this is the answer of an earlier request with the same Idempotency-Key",
+        ),
+    ],
+    responses={202: serializers.AcceptedIdSerializer, **errors(400, 409, 413, 415, 422, 429)},
     examples=[
         OpenApiExample(
             "trade document", value={"topic": "UN.CEFACT.TRADE.CO", "content": {"document": "CO-1"}}, request_only=True
@@ -56,11 +78,20 @@ class NotificationCreate(APIView):
     def post(self, request: Request) -> Response:
         serializer = serializers.NotificationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        key = request.headers.get("Idempotency-Key")
         try:
-            notification = services.notification_publish_json(**serializer.validated_data)
+            if key is None:
+                notification = services.notification_publish_json(**serializer.validated_data)
+                return Response({"id": notification.pk}, status=status.HTTP_202_ACCEPTED)
+            outcome = services.notification_publish_idempotent(
+                client_id=request.user.pk, key=key, **serializer.validated_data
+            )
         except services.HubError as exc:
             return hub_error_response(exc)
-        return Response({"id": notification.pk}, status=status.HTTP_202_ACCEPTED)
+        response = Response({"id": outcome.notification_id}, status=status.HTTP_202_ACCEPTED)
+        if outcome.replayed:
+            response["Idempotent-Replayed"] = "true"
+        return response
 
 
 @extend_schema(
@@ -137,7 +168,20 @@ class SubscriptionListCreate(generics.ListAPIView):
         summary="Set the subscription's rate limit and Standard Webhooks headers",
         responses={200: serializers.SubscriptionSerializer, **errors(400, 404)},
     ),
-    delete=extend_schema(tags=["subscriptions"], responses={204: None, **errors(404)}),
+    delete=extend_schema(
+        tags=["subscriptions"],
+        summary="Remove the subscription (with erase=history: and every delivery and attempt it had)",
+        parameters=[
+            OpenApiParameter(
+                "erase",
+                str,
+                enum=["history"],
+                description="history: also delete every delivery and attempt of the subscription, and its "
+                "completed subscribe requests, at once",
+            )
+        ],
+        responses={204: None, **errors(400, 404)},
+    ),
 )
 class SubscriptionDetail(generics.RetrieveUpdateDestroyAPIView):
     """GET, PATCH (`rate_limit`, `standard_webhooks`) and DELETE one subscription."""
@@ -160,8 +204,16 @@ class SubscriptionDetail(generics.RetrieveUpdateDestroyAPIView):
             raise ValidationError({"rate_limit": [exc.message]}) from None
         serializer.instance.refresh_from_db()
 
-    def perform_destroy(self, instance: Subscription) -> None:
-        services.subscription_delete(subscription=instance)
+    def destroy(self, request: Request, *args: object, **kwargs: object) -> Response:
+        erase = request.query_params.get("erase")
+        if erase not in (None, "history"):
+            return refusal(f"erase must be history, not {erase[:40]!r}", status.HTTP_400_BAD_REQUEST, "erase")
+        subscription = self.get_object()
+        if erase == "history":
+            services.subscription_erase(subscription=subscription)
+        else:
+            services.subscription_delete(subscription=subscription)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 @extend_schema(
@@ -177,6 +229,39 @@ class SubscriptionRetryFailed(APIView):
         subscription = get_object_or_404(Subscription, pk=pk)
         count = services.deliveries_replay(selectors.deliveries_failed(subscription_id=subscription.pk))
         return Response({"retried": count}, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(
+    tags=["subscriptions"],
+    summary="Send every notification of a time window to the subscription again, as new deliveries",
+    description=(
+        "Each notification published in [since, until) whose delivery to this subscription is in one of `status` "
+        "(default: delivered, failed, cancelled) is sent once more as a new delivery (new id and X-Hub-Delivery), "
+        "through the ordinary pipeline: rate limit, pause, the current callback and secret. The originals stay. "
+        "A window that starts before HUB_RETENTION_DAYS is refused with 400."
+    ),
+    request=ReplayWindowSerializer,
+    responses={202: serializers.ReplayedSerializer, **errors(400, 404, 409, 415)},
+    examples=[
+        OpenApiExample(
+            "a day, failed and delivered",
+            value={"since": "2026-11-28T00:00:00Z", "until": "2026-11-29T00:00:00Z", "status": ["failed", "delivered"]},
+            request_only=True,
+        )
+    ],
+)
+class SubscriptionReplay(APIView):
+    permission_classes = [CanManage]
+
+    def post(self, request: Request, pk: int) -> Response:
+        subscription = get_object_or_404(Subscription, pk=pk)
+        window = ReplayWindowSerializer(data=request.data)
+        window.is_valid(raise_exception=True)
+        try:
+            count = services.subscription_replay(subscription=subscription, **window.validated_data)
+        except services.HubError as exc:
+            return hub_error_response(exc)
+        return Response({"replayed": count}, status=status.HTTP_202_ACCEPTED)
 
 
 @extend_schema(

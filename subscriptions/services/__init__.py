@@ -26,6 +26,7 @@ from subscriptions.services.delivering import (
     retry_delay_max,
     subscription_rate,
 )
+from subscriptions.services.idempotency import IdempotentPublish, notification_publish_idempotent
 from subscriptions.services.operations import deliveries_replay, subscription_update, subscriptions_expire_now
 from subscriptions.services.publishing import (
     notification_publish,
@@ -35,6 +36,14 @@ from subscriptions.services.publishing import (
     topic_fetch_and_publish,
 )
 from subscriptions.services.queueing import deliveries_enqueue
+from subscriptions.services.replaying import subscription_replay
+from subscriptions.services.retention import (
+    PurgeCounts,
+    retention_plan,
+    retention_purge,
+    retention_window_start,
+    subscription_erase,
+)
 from subscriptions.services.subscribing import (
     subscription_delete,
     subscription_request,
@@ -46,6 +55,8 @@ from subscriptions.services.sweeping import broker_marker_read, broker_recovery_
 __all__ = [
     "DeliveryFailed",
     "HubError",
+    "IdempotentPublish",
+    "PurgeCounts",
     "Resend",
     "broker_marker_read",
     "broker_recovery_claim",
@@ -59,16 +70,22 @@ __all__ = [
     "lease_clamp",
     "lease_seconds_parse",
     "notification_publish",
+    "notification_publish_idempotent",
     "notification_publish_json",
     "notification_spread",
     "publish_ping",
+    "retention_plan",
+    "retention_purge",
+    "retention_window_start",
     "retry_delay",
     "retry_delay_max",
     "secret_validate",
     "subscription_delete",
+    "subscription_erase",
     "subscription_pause",
     "subscription_rate",
     "subscription_release_parked",
+    "subscription_replay",
     "subscription_request",
     "subscription_resume",
     "subscription_update",

@@ -231,6 +231,10 @@ def _delivery_send(work: DeliveryWork, board: Breaker, *, probing: bool) -> tupl
         # The database is unreachable: the task retries the run (nothing was recorded).
         raise
     except Exception as exc:
+        if not Delivery.objects.filter(pk=work.delivery_id).exists():
+            # Erased or purged while its POST was in flight: nothing is left to record.
+            logger.info("delivery %s was deleted during attempt %s; not recorded", work.delivery_id, attempt)
+            return True, None
         # Recording what the subscriber answered failed (an answer the database
         # refused, say): record a bare failed attempt instead, so that retries,
         # backoff and the pause still apply rather than the sweeper re-sending

@@ -78,11 +78,19 @@ def publish_ping(*, topics: list[str], throttle: Callable[[], float | None] = la
     return PublishPing(topics=len(unique))
 
 
-def notification_publish(*, topic: str, content: bytes, content_type: str) -> Notification:
+def notification_publish(
+    *,
+    topic: str,
+    content: bytes,
+    content_type: str,
+    in_transaction: Callable[[Notification], None] | None = None,
+) -> Notification:
     """Store a notification and enqueue its spread once committed; raises HubError when invalid.
 
     The row is the record: if the broker cannot take the spread message now,
-    the periodic sweep sends it later.
+    the periodic sweep sends it later. `in_transaction(notification)` runs in the
+    transaction that stores it (the Idempotency-Key's INSERT): when it raises,
+    nothing is stored and nothing spreads.
     """
     rules.topic_keys_for_publish(topic)
     if len(content) > settings.HUB_MAX_CONTENT_BYTES:
@@ -94,15 +102,25 @@ def notification_publish(*, topic: str, content: bytes, content_type: str) -> No
     with transaction.atomic():
         notification = Notification.objects.create(topic=topic, content=content, content_type=content_type)
         notification_id = notification.pk
+        if in_transaction is not None:
+            in_transaction(notification)
         transaction.on_commit(lambda: _send_spread(notification_id), robust=True)
     logger.info("notification %s published on %s (%s bytes)", notification_id, topic, len(content))
     metrics.notification_accepted()
     return notification
 
 
-def notification_publish_json(*, topic: str, content: Any) -> Notification:
-    body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return notification_publish(topic=topic, content=body, content_type="application/json")
+def notification_publish_json(
+    *, topic: str, content: Any, in_transaction: Callable[[Notification], None] | None = None
+) -> Notification:
+    return notification_publish(
+        topic=topic, content=json_body(content), content_type="application/json", in_transaction=in_transaction
+    )
+
+
+def json_body(content: Any) -> bytes:
+    """The bytes a JSON API notification delivers: compact JSON in UTF-8."""
+    return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _send_spread(notification_id: int) -> None:

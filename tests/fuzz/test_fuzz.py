@@ -13,6 +13,7 @@ from django.db import close_old_connections
 from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from subscriptions.models import Delivery, Notification, Subscription, SubscriptionRequest
 from tests.support.auth import token_for
@@ -60,9 +61,17 @@ def test_api_answers_every_generated_request_with_a_documented_non_5xx_answer(ap
             auth = {"Authorization": f"Token {token}"}
             response = case.call(headers=auth)
             assert response.status_code < 500, (case.method, case.path, response.status_code, response.text[:500])
-            case.validate_response(response, headers=auth)
+            case.validate_response(response, headers=auth, excluded_checks=_state_dependent_refusal(response))
 
         check()
+
+
+def _state_dependent_refusal(response) -> list:
+    """Checks that do not apply to this answer: a valid publish whose Idempotency-Key an earlier generated case
+    used with another body is refused with 422 by design (the IETF draft), as a 409 answers a state, not the data."""
+    if response.status_code == 422 and "Idempotency-Key" in response.json().get("errors", {}):
+        return [positive_data_acceptance]
+    return []
 
 
 # --- Text that is not valid Unicode (lone surrogates) in every JSON field ---------------------------

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('subscriptions', '0004_standard_webhooks_and_list_indexes'),
+        ('subscriptions', '0007_lifecycle_delivery_replay'),
     ]
 
     operations = [
