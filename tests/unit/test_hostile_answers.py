@@ -212,3 +212,16 @@ def test_a_total_timeout_that_is_not_positive_stops_the_hub_from_starting(value)
     )
     assert result.returncode != 0
     assert "HUB_HTTP_TOTAL_TIMEOUT must be > 0" in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_erased_while_its_post_is_in_flight_ends_quietly(pending: Delivery, monkeypatch) -> None:
+    # given a delivery whose subscription's history is erased while the subscriber answers
+    def erased_meanwhile(*args):
+        Delivery.objects.filter(pk=pending.pk).delete()
+        return delivery.Result(delivery.Outcome.DELIVERED, 204)
+
+    monkeypatch.setattr(delivery, "post", erased_meanwhile)
+    # when the attempt is recorded, then nothing is left to record, and the run ends without an error
+    assert services.delivery_attempt(delivery_id=pending.pk) is None
+    assert not DeliveryAttempt.objects.filter(delivery_id=pending.pk).exists()

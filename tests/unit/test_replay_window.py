@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from subscriptions.models import Delivery, Notification, Subscription
+from subscriptions.services import queueing
 from tests.support.factories import DeliveryFactory, NotificationFactory, SubscriptionFactory
 from websubhub.celery import app as celery_app
 from websubhub.queues import TaskName
@@ -27,6 +28,8 @@ def enqueued(monkeypatch) -> list[int]:
             sent.append(kwargs["delivery_id"])
 
     monkeypatch.setattr(celery_app, "send_task", send_task)
+    # Deliver messages built from a template bypass send_task: recorded alike.
+    monkeypatch.setattr(queueing.DeliverMessages, "publish", lambda self, delivery_id, queue: sent.append(delivery_id))
     return sent
 
 
