@@ -338,9 +338,10 @@ def cpu_per_delivery(cpu: dict, deliveries: int) -> dict:
 
 def cpu_text(per: dict) -> str:
     parts = ", ".join(f"{g} {ms:.2f}" for g, ms in per["groups_ms"].items())
+    other = per["machine_ms"] - per["attributed_ms"]
     return (
         f"CPU {per['machine_ms']:.2f} ms/delivery machine-wide ({per['busy'] * 100:.0f}% busy); "
-        f"by group {parts} (sum {per['attributed_ms']:.2f})"
+        f"by group {parts} (sum {per['attributed_ms']:.2f}, other processes {other:.2f})"
     )
 
 
@@ -1020,7 +1021,7 @@ class Bench:
         loss = 1 - hung["rate"] / base["rate"] if base["rate"] else float("nan")
         self.row(
             "6 isolation",
-            f"{spec}, S={s} M={m}, 10% hang > {timeout:g}s timeout, mean of {ISOLATION_ROUNDS} rounds",
+            f"{self.describe(spec)}, S={s} M={m}, 10% hang > {timeout:g}s timeout, mean of {ISOLATION_ROUNDS} rounds",
             f"healthy {hung['rate']:,.0f}/s vs {base['rate']:,.0f}/s with none hanging (-{loss * 100:.0f}%); "
             f"healthy missing {hung['missing']} ({hung['ended']})",
             "lose <=10%",
