@@ -10,6 +10,7 @@ DATABASE_URL) and prints one JSON document on stdout. Commands:
     deliveries                    deliveries by status
     matching --sizes 1000,1000000 --topics-per-sub 0.1
                                   time subscriptions_matching at each size, with EXPLAIN
+    sweep                         one run of the hub's sweep (sets the broker marker of a flushed broker)
     waiting-seed --count N --subscriptions S --base URL
                                   N pending deliveries after one failed attempt, queued=False (COPY),
                                   parked a day ahead (needs Delivery.queued and hub.enqueue_due)
@@ -257,8 +258,9 @@ def cmd_matching(args: argparse.Namespace) -> None:
 # What the waiting scenario needs from the hub (issue 11): the flag and the periodic task that reads it.
 WAITING_FIELD = "queued"
 ENQUEUE_DUE_TASK = "hub.enqueue_due"
-# Where the seeded deliveries are due until `waiting-due` sets the real time: far enough never to come.
-WAITING_PARKED = timedelta(days=1)
+# Where the seeded deliveries are due until `waiting-due` sets the real time: far enough never to come,
+# and beyond the bench's sweep grace (HUB_SWEEP_GRACE_SECONDS, one day), the horizon of a broker recovery.
+WAITING_PARKED = timedelta(days=7)
 
 
 def _require_waiting_support() -> None:
@@ -277,6 +279,18 @@ def _require_waiting_support() -> None:
             f"the waiting scenario needs {ENQUEUE_DUE_TASK} in CELERY_BEAT_SCHEDULE (issue 11); scheduled: "
             f"{', '.join(sorted(t for t in scheduled if t))}"
         )
+
+
+def cmd_sweep(_args: argparse.Namespace) -> None:
+    """One run of the hub's periodic sweep (services.hub_sweep), as beat would start it.
+
+    On a freshly flushed broker it finds the broker's marker gone, re-sends what
+    the database owes (nothing, on an empty database) and sets the marker: the
+    state of a hub that has been running, whose broker kept its data.
+    """
+    from subscriptions import services
+
+    out({"sent": services.hub_sweep(), "marker": services.broker_marker_read()})
 
 
 def cmd_waiting_seed(args: argparse.Namespace) -> None:
@@ -367,6 +381,7 @@ def main() -> None:
     seed.add_argument("--hang-prefix", default="/hang/")
     sub.add_parser("notifications")
     sub.add_parser("deliveries")
+    sub.add_parser("sweep")
     waiting_seed = sub.add_parser("waiting-seed")
     waiting_seed.add_argument("--count", type=int, required=True)
     waiting_seed.add_argument("--subscriptions", type=int, required=True)
@@ -383,6 +398,7 @@ def main() -> None:
         "notifications": cmd_notifications,
         "deliveries": cmd_deliveries,
         "matching": cmd_matching,
+        "sweep": cmd_sweep,
         "waiting-seed": cmd_waiting_seed,
         "waiting-due": cmd_waiting_due,
     }[args.command](args)
