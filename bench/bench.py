@@ -6,13 +6,18 @@ database (dropped and created at start), its own Redis DB number (flushed) and
 its own HUB_VAR_DIR under bench/out/.
 
 Scenarios (--scenarios, comma-separated; default all):
-  ceiling    bare Celery task doing one pooled requests POST (bench/ceiling_app.py)
-  e2e        S subscribers on one topic, M notifications through POST /api/notifications/
+  ceiling    bare Celery task doing one pooled requests POST (bench/ceiling_app.py), CPU per POST
+  e2e        S subscribers on one topic, M notifications through POST /api/notifications/; CPU per delivery
   fanout     one notification to N subscribers: spread time, last delivery, peak RSS
   matching   subscriptions_matching at 1,000 and at N subscriptions, with EXPLAIN
-  publish    accepted POST /api/notifications/ per second, gunicorn 2 workers, no worker running
+  publish    accepted POST /api/notifications/ per second vs a one-INSERT Django view (bench/baseline_app.py)
   isolation  10% of callbacks hang past the read timeout: healthy deliveries/s vs none hanging
-  embedded   e2e on SQLite + the filesystem broker (no DATABASE_URL / REDIS_URL)
+  embedded   e2e on SQLite + the filesystem broker (no DATABASE_URL / REDIS_URL), the Procfile's worker
+  latency    idle hub, one subscriber, publishes one at a time: publish-to-arrival p50 (Redis, embedded)
+  waiting    N deliveries waiting for their retry in the database: worker RSS, broker memory, due to sent
+
+Layouts (--pools): pool:concurrency[xinstances], `default` (the hub's own worker defaults: no -P/-c),
+`procfile` (the Procfile's worker line). CPU per delivery: bench/README.md.
 """
 
 import argparse
@@ -964,6 +969,10 @@ class Bench:
         baseline = self.start_baseline(port)
         hubs, bases = [], []
         try:
+            # Warm both up (imports, the first connections of each process's pool), unmeasured.
+            for url in (hub_url, f"http://127.0.0.1:{port}"):
+                publish(f"{url}/api/notifications/", "BENCH.PUBLISH.warmup", 4 * c, c, 60, self.headers[url])
+            self.flush_redis()
             # Alternating rounds, so that drift on a shared machine hits both sides alike.
             for _ in range(rounds):
                 hubs.append(self.publish_round(hub_url))
