@@ -867,7 +867,8 @@ class Bench:
         self.row(
             "2 end to end",
             f"{self.describe(spec)}, S={s} M={m}",
-            f"{r['rate']:,.0f} deliveries/s{ratio}; latency p50/p95/p99 {r['p50']:.2f}/{r['p95']:.2f}/{r['p99']:.2f}s; "
+            f"{r['rate']:,.0f} deliveries/s{ratio} (CPU {r['cpu']['machine_ms']:.2f} ms/delivery); latency "
+            f"p50/p95/p99 {r['p50']:.2f}/{r['p95']:.2f}/{r['p99']:.2f}s; "
             f"missing {r['missing']}, dup {r['duplicates']}{refused(r)} ({r['ended']})",
             ">=0.7x ceiling, 0 missing, 0 dup",
             "ok" if ok else "MISS",
