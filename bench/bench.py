@@ -1356,7 +1356,7 @@ def report(bench: Bench, argv: list[str], seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes, one pool: under a minute")
+    parser.add_argument("--quick", action="store_true", help="small sizes, the default layout only: a few minutes")
     parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS))
     parser.add_argument(
         "--pools",
