@@ -38,6 +38,10 @@ ROOT_URLCONF = __name__
 INSTALLED_APPS: list[str] = []
 MIDDLEWARE: list[str] = []
 USE_TZ = True
+TIME_ZONE = "UTC"
+# Django leaves logging alone: its default configuration would turn gunicorn's access log back on when it is
+# set up (on the first request, after gunicorn.conf.py's post_worker_init turned it off, as for the hub).
+LOGGING_CONFIG = None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The same connection handling as the hub's defaults (websubhub/settings.py): a psycopg pool of 4 per process.
 DATABASES = {"default": environ.Env().db("DATABASE_URL")}
