@@ -312,8 +312,27 @@ class CpuMeter:
         while not self._stop.wait(self.interval):
             self._sample()
 
+    @staticmethod
+    def _everyone() -> dict[tuple[int, float], tuple[str, float]]:
+        """Every process's (name, user+system seconds), keyed by (pid, start time)."""
+        found = {}
+        for process in psutil.process_iter(["name", "cpu_times", "create_time"]):
+            times, created = process.info["cpu_times"], process.info["create_time"]
+            if times is not None and created is not None:
+                found[(process.pid, created)] = (process.info["name"] or "?", times.user + times.system)
+        return found
+
+    def _others(self, before: dict, after: dict) -> list[tuple[str, float]]:
+        """The processes outside the groups that used the most CPU in the window (those alive at both ends)."""
+        used: Counter = Counter()
+        for key, (name, seconds) in after.items():
+            if key not in self.last and key in before:
+                used[f"{name}[{key[0]}]"] += seconds - before[key][1]
+        return [(name, round(seconds, 3)) for name, seconds in used.most_common(5) if seconds > 0]
+
     def __enter__(self) -> "CpuMeter":
         self.started_wall = time.time() - 0.05
+        self._before = self._everyone()
         self._sample()
         self.machine_start = machine_busy_seconds()
         self.started = time.monotonic()
@@ -327,6 +346,7 @@ class CpuMeter:
         machine, interrupts = busy - self.machine_start[0], interrupts - self.machine_start[1]
         wall = time.monotonic() - self.started
         self._sample()
+        others = self._others(self._before, self._everyone())
         groups = dict.fromkeys(self.groups, 0.0)
         for key, (group, used) in self.last.items():
             groups[group] += max(0.0, used - self.first[key])
@@ -336,6 +356,7 @@ class CpuMeter:
             "wall_s": wall,
             "cores": os.cpu_count(),
             "groups_s": groups,
+            "top_other_s": others,
         }
 
 
