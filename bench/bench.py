@@ -236,6 +236,9 @@ class RssSampler:
 # --- CPU accounting ------------------------------------------------------------------------
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Above this share of the machine-wide CPU, processes outside the bench's groups (another job on the machine)
+# make the machine-wide figure unreliable: the row says so.
+QUIET_OTHER_SHARE = 0.25
 # The groups a run's CPU is split into, in the order they are printed.
 CPU_GROUPS = ("worker", "web", "postgres", "redis", "sink", "client")
 
@@ -375,10 +378,11 @@ def cpu_per_delivery(cpu: dict, deliveries: int) -> dict:
 def cpu_text(per: dict) -> str:
     parts = ", ".join(f"{g} {ms:.2f}" for g, ms in per["groups_ms"].items())
     other = per["machine_ms"] - per["attributed_ms"] - per["interrupts_ms"]
+    noisy = other > QUIET_OTHER_SHARE * per["machine_ms"]
     return (
         f"CPU {per['machine_ms']:.2f} ms/delivery machine-wide ({per['busy'] * 100:.0f}% busy); "
         f"by group {parts} (sum {per['attributed_ms']:.2f}; irq/softirq {per['interrupts_ms']:.2f}; "
-        f"other processes {other:.2f})"
+        f"other processes {other:.2f}{': the machine was not quiet, compare the group sums' if noisy else ''})"
     )
 
 
