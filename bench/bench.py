@@ -6,13 +6,18 @@ database (dropped and created at start), its own Redis DB number (flushed) and
 its own HUB_VAR_DIR under bench/out/.
 
 Scenarios (--scenarios, comma-separated; default all):
-  ceiling    bare Celery task doing one pooled requests POST (bench/ceiling_app.py)
-  e2e        S subscribers on one topic, M notifications through POST /api/notifications/
+  ceiling    bare Celery task doing one pooled requests POST (bench/ceiling_app.py), CPU per POST
+  e2e        S subscribers on one topic, M notifications through POST /api/notifications/; CPU per delivery
   fanout     one notification to N subscribers: spread time, last delivery, peak RSS
   matching   subscriptions_matching at 1,000 and at N subscriptions, with EXPLAIN
-  publish    accepted POST /api/notifications/ per second, gunicorn 2 workers, no worker running
+  publish    accepted POST /api/notifications/ per second vs a one-INSERT Django view (bench/baseline_app.py)
   isolation  10% of callbacks hang past the read timeout: healthy deliveries/s vs none hanging
-  embedded   e2e on SQLite + the filesystem broker (no DATABASE_URL / REDIS_URL)
+  embedded   e2e on SQLite + the filesystem broker (no DATABASE_URL / REDIS_URL), the Procfile's worker
+  latency    idle hub, one subscriber, publishes one at a time: publish-to-arrival p50 (Redis, embedded)
+  waiting    N deliveries waiting for their retry in the database: worker RSS, broker memory, due to sent
+
+Layouts (--pools): pool:concurrency[xinstances], `default` (the hub's own worker defaults: no -P/-c),
+`procfile` (the Procfile's worker line). CPU per delivery: bench/README.md.
 """
 
 import argparse
@@ -22,6 +27,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -43,7 +49,7 @@ ROOT = Path(__file__).absolute().parent.parent
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"
 PY = sys.executable
-ALL_SCENARIOS = ("ceiling", "e2e", "fanout", "matching", "publish", "isolation", "embedded")
+ALL_SCENARIOS = ("ceiling", "e2e", "fanout", "matching", "publish", "isolation", "embedded", "latency", "waiting")
 
 # Seconds without a new delivery after which a run is declared stalled (the rest is "missing").
 STALL_SECONDS = 20.0
@@ -56,6 +62,15 @@ READY_TIMEOUT = 60.0
 
 # Isolation runs with and without hanging callbacks this many times each.
 ISOLATION_ROUNDS = 2
+# Latency: the pause between one arrival and the next publish, the longest wait for one arrival,
+# and the quiet time after the worker is ready before the first publish.
+LATENCY_PAUSE_SECONDS = 0.1
+LATENCY_TIMEOUT = 10.0
+LATENCY_SETTLE_SECONDS = 1.0
+# Waiting: stop sampling the broker this long before the deliveries are due (enqueue_due may run ahead a little).
+WAITING_SAMPLE_MARGIN = 3.0
+# Keys of the hub's delivery queues in Redis (hub.deliver, hub.deliver.retry, and kombu's priority variants).
+DELIVER_QUEUE_PREFIX = "hub.deliver"
 
 
 class Processes:
@@ -103,10 +118,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_json(url: str, data: dict | None = None, timeout: float = 10.0) -> object:
+def http_json(url: str, data: dict | None = None, timeout: float = 30.0, headers: dict | None = None) -> object:
     body = json.dumps(data).encode() if data is not None else None
     # Only ever the bench's own http://127.0.0.1 URLs.
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})  # noqa: S310
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    request = urllib.request.Request(url, data=body, headers=headers)  # noqa: S310
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
         return json.loads(response.read())
 
@@ -217,6 +233,159 @@ class RssSampler:
         self._thread.join()
 
 
+# --- CPU accounting ------------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Above this share of the machine-wide CPU, processes outside the bench's groups (another job on the machine)
+# make the machine-wide figure unreliable: the row says so.
+QUIET_OTHER_SHARE = 0.25
+# The groups a run's CPU is split into, in the order they are printed.
+CPU_GROUPS = ("worker", "web", "postgres", "redis", "sink", "client")
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """CPU seconds the whole machine spent busy since boot, and the part of it in interrupts.
+
+    Busy is user + nice + system + irq + softirq of /proc/stat; idle, iowait and
+    steal (time the hypervisor gave to other guests) are not. irq + softirq is
+    kernel work no process is charged for, such as much of the loopback TCP path.
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    return (user + nice + system + irq + softirq) / CLOCK_TICKS, (irq + softirq) / CLOCK_TICKS
+
+
+def process_tree(pids: list[int]) -> list[psutil.Process]:
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            parent = psutil.Process(pid)
+            found += [parent, *parent.children(recursive=True)]
+    return found
+
+
+def postgres_processes(database: str) -> list[psutil.Process]:
+    """The server's own processes and the backends connected to `database` (not other databases' backends)."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] not in ("postgres", "postmaster"):
+            continue
+        title = " ".join(process.info["cmdline"] or ())
+        # A backend's title: "postgres: 15/main: USER DATABASE HOST(PORT) STATE".
+        backend = "(" in title or "[local]" in title
+        if not backend or f" {database} " in title:
+            found.append(process)
+    return found
+
+
+def named_processes(name: str) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == name]
+
+
+class CpuMeter:
+    """Busy CPU over a window: the machine's (/proc/stat) and each group's processes' (/proc/<pid>/stat).
+
+    `groups` maps a group name to a function listing its processes now. A thread
+    samples every process's user+system time, so a process that ends within the
+    window still counts up to its last sample, and one that starts within it
+    counts from zero.
+    """
+
+    def __init__(self, groups: dict[str, object], interval: float = 0.5) -> None:
+        self.groups = groups
+        self.interval = interval
+        self.first: dict[tuple[int, float], float] = {}
+        self.last: dict[tuple[int, float], tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.result: dict = {}
+
+    def _sample(self) -> None:
+        for group, lister in self.groups.items():
+            for process in lister():
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    key = (process.pid, process.create_time())
+                    used = times.user + times.system
+                    if key not in self.first:
+                        self.first[key] = 0.0 if key[1] >= self.started_wall else used
+                    self.last[key] = (group, used)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    @staticmethod
+    def _everyone() -> dict[tuple[int, float], tuple[str, float]]:
+        """Every process's (name, user+system seconds), keyed by (pid, start time)."""
+        found = {}
+        for process in psutil.process_iter(["name", "cpu_times", "create_time"]):
+            times, created = process.info["cpu_times"], process.info["create_time"]
+            if times is not None and created is not None:
+                found[(process.pid, created)] = (process.info["name"] or "?", times.user + times.system)
+        return found
+
+    def _others(self, before: dict, after: dict) -> list[tuple[str, float]]:
+        """The processes outside the groups that used the most CPU in the window (those alive at both ends)."""
+        used: Counter = Counter()
+        for key, (name, seconds) in after.items():
+            if key not in self.last and key in before:
+                used[f"{name}[{key[0]}]"] += seconds - before[key][1]
+        return [(name, round(seconds, 3)) for name, seconds in used.most_common(5) if seconds > 0]
+
+    def __enter__(self) -> "CpuMeter":
+        self.started_wall = time.time() - 0.05
+        self._before = self._everyone()
+        self._sample()
+        self.machine_start = machine_busy_seconds()
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        busy, interrupts = machine_busy_seconds()
+        machine, interrupts = busy - self.machine_start[0], interrupts - self.machine_start[1]
+        wall = time.monotonic() - self.started
+        self._sample()
+        others = self._others(self._before, self._everyone())
+        groups = dict.fromkeys(self.groups, 0.0)
+        for key, (group, used) in self.last.items():
+            groups[group] += max(0.0, used - self.first[key])
+        self.result = {
+            "machine_s": machine,
+            "interrupts_s": interrupts,
+            "wall_s": wall,
+            "cores": os.cpu_count(),
+            "groups_s": groups,
+            "top_other_s": others,
+        }
+
+
+def cpu_per_delivery(cpu: dict, deliveries: int) -> dict:
+    """Milliseconds of CPU per delivery: machine-wide and by group."""
+    n = max(1, deliveries)
+    return {
+        "machine_ms": cpu["machine_s"] * 1000 / n,
+        "groups_ms": {g: s * 1000 / n for g, s in cpu["groups_s"].items()},
+        "attributed_ms": sum(cpu["groups_s"].values()) * 1000 / n,
+        "interrupts_ms": cpu["interrupts_s"] * 1000 / n,
+        "busy": cpu["machine_s"] / max(1e-9, cpu["wall_s"] * cpu["cores"]),
+    }
+
+
+def cpu_text(per: dict) -> str:
+    parts = ", ".join(f"{g} {ms:.2f}" for g, ms in per["groups_ms"].items())
+    other = per["machine_ms"] - per["attributed_ms"] - per["interrupts_ms"]
+    noisy = other > QUIET_OTHER_SHARE * per["machine_ms"]
+    return (
+        f"CPU {per['machine_ms']:.2f} ms/delivery machine-wide ({per['busy'] * 100:.0f}% busy); "
+        f"by group {parts} (sum {per['attributed_ms']:.2f}; irq/softirq {per['interrupts_ms']:.2f}; "
+        f"other processes {other:.2f}{': the machine was not quiet, compare the group sums' if noisy else ''})"
+    )
+
+
 # --- Publishing client ----------------------------------------------------------------------
 
 
@@ -288,6 +457,34 @@ def parse_pool(spec: str) -> tuple[str, int, int]:
     pool, _, rest = spec.partition(":")
     concurrency, _, instances = rest.partition("x")
     return pool, int(concurrency or 4), int(instances or 1)
+
+
+# Layouts that are not pool:concurrency: the hub's own defaults (no -P/-c), and the Procfile's worker line.
+DEFAULT_LAYOUT = "default"
+PROCFILE_LAYOUT = "procfile"
+# Pools the bare ceiling app can run with (Celery's aliases; eventlet/gevent are not installed).
+CEILING_POOLS = ("prefork", "processes", "threads", "solo")
+
+
+def procfile_worker_args() -> list[str]:
+    """The arguments after `worker` on the Procfile's worker line (what scripts/run starts)."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == "worker":
+            words = shlex.split(command)
+            after_celery = words[words.index("celery") + 1 :]
+            return after_celery[after_celery.index("worker") + 1 :]
+    raise RuntimeError("the Procfile has no worker: line")
+
+
+def layout_args(spec: str) -> tuple[list[str], int]:
+    """The worker command's pool arguments for a layout, and how many worker instances to start."""
+    if spec == DEFAULT_LAYOUT:
+        return [], 1
+    if spec == PROCFILE_LAYOUT:
+        return procfile_worker_args(), 1
+    pool, concurrency, instances = parse_pool(spec)
+    return [f"--pool={pool}", f"--concurrency={concurrency}"], instances
 
 
 # --- The benchmark ---------------------------------------------------------------------------
@@ -369,55 +566,101 @@ class Bench:
             run_checked([PY, "manage.py", "migrate", "-v0"], self.hub_env())
             self.flush_redis()
         self.sink = Sink()
-        if needs_pg & {"e2e", "fanout", "publish", "isolation"}:
+        if needs_pg & {"e2e", "fanout", "publish", "isolation", "latency"}:
             self.web = self.start_web(self.hub_env(), self.web_port, "web")
 
-    def start_web(self, env: dict, port: int, name: str) -> subprocess.Popen:
-        command = [
-            PY,
-            "-m",
-            "gunicorn",
-            "-c",
-            "gunicorn.conf.py",
-            "websubhub.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(self.args.web_workers),
-        ]
+    def start_gunicorn(self, env: dict, port: int, name: str, app: str, ready_path: str) -> subprocess.Popen:
+        """gunicorn with the hub's settings file (gunicorn.conf.py) and --web-workers workers."""
+        command = [PY, "-m", "gunicorn", "-c", "gunicorn.conf.py", app, "--bind", f"127.0.0.1:{port}"]
+        command += ["--workers", str(self.args.web_workers)]
         process = PROCS.start(name, command, env)
-        wait_http(f"http://127.0.0.1:{port}/api/notifications/0/", process=process)
+        wait_http(f"http://127.0.0.1:{port}{ready_path}", process=process)
+        return process
+
+    def start_web(self, env: dict, port: int, name: str) -> subprocess.Popen:
+        process = self.start_gunicorn(env, port, name, "websubhub.wsgi:application", "/api/notifications/0/")
         self.headers[f"http://127.0.0.1:{port}"] = api_headers(env)
         return process
 
+    def start_baseline(self, port: int) -> subprocess.Popen:
+        """bench/baseline_app.py on the same database, gunicorn settings and worker count as the hub's web."""
+        env = self.hub_env()
+        env.update(DJANGO_SETTINGS_MODULE="baseline_app", PYTHONPATH=str(BENCH))
+        run_checked([PY, str(BENCH / "baseline_app.py"), "create-table"], env)
+        process = self.start_gunicorn(env, port, "web-baseline", "baseline_app:application", "/api/notifications/")
+        self.headers[f"http://127.0.0.1:{port}"] = {}
+        return process
+
     def start_workers(
-        self, app: str, spec: str, env: dict, *, cwd: Path = ROOT, loglevel: str | None = None, embedded: bool = False
+        self,
+        app: str,
+        spec: str,
+        env: dict,
+        *,
+        cwd: Path = ROOT,
+        loglevel: str | None = None,
+        embedded: bool = False,
+        extra: tuple[str, ...] = (),
     ) -> list[subprocess.Popen]:
-        pool, concurrency, instances = parse_pool(spec)
+        """`celery -A app worker` in layout `spec`; `extra` (e.g. -B) goes to the first instance only."""
+        pool_args, instances = layout_args(spec)
+        has_loglevel = any(a.startswith(("--loglevel", "-l")) for a in pool_args)
         processes, names = [], []
         for i in range(instances):
             name = f"bench{i}-{os.getpid()}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
             names.append(name)
-            command = [
-                PY,
-                "-m",
-                "celery",
-                "-A",
-                app,
-                "worker",
-                f"--pool={pool}",
-                f"--concurrency={concurrency}",
-                "--without-gossip",
-                "--without-mingle",
-                f"--hostname={name}",
-                f"--loglevel={loglevel or self.args.worker_loglevel}",
-            ]
+            command = [PY, "-m", "celery", "-A", app, "worker", *pool_args]
+            command += ["--without-gossip", "--without-mingle", f"--hostname={name}"]
+            if not has_loglevel:
+                command.append(f"--loglevel={loglevel or self.args.worker_loglevel}")
+            if i == 0:
+                command += list(extra)
             processes.append(PROCS.start(f"worker-{app}", command, env, cwd=cwd))
         if embedded:
             self._wait_ready_log(processes, f"worker-{app}", names)
         else:
             self._wait_ready_ping(processes, names)
         return processes
+
+    def default_layout(self) -> tuple[str, int]:
+        """The pool and concurrency `celery -A websubhub worker` uses with no -P/-c (the hub's settings)."""
+        if "default_layout" not in self.details:
+            code = (
+                "from django.conf import settings; "
+                "print(settings.CELERY_WORKER_POOL, settings.CELERY_WORKER_CONCURRENCY or 0)"
+            )
+            words = run_checked([PY, "-c", code], self.hub_env()).split()
+            pool, concurrency = words[-2], int(words[-1]) or os.cpu_count() or 1
+            self.details["default_layout"] = {"pool": pool, "concurrency": concurrency}
+        layout = self.details["default_layout"]
+        return layout["pool"], layout["concurrency"]
+
+    def describe(self, spec: str) -> str:
+        if spec != DEFAULT_LAYOUT:
+            return spec
+        pool, concurrency = self.default_layout()
+        return f"default ({pool}:{concurrency} from the hub's settings)"
+
+    def ceiling_layout(self, spec: str) -> tuple[str, str]:
+        """The ceiling app's layout for a hub layout, and a note when it is not the same."""
+        if spec != DEFAULT_LAYOUT:
+            return spec, ""
+        pool, concurrency = self.default_layout()
+        if pool in CEILING_POOLS:
+            return f"{pool}:{concurrency}", ""
+        fallback = f"prefork:{(os.cpu_count() or 1) * 4}"
+        return fallback, f"the default pool {pool!r} is not one the ceiling app can use: ceiling runs {fallback}"
+
+    def cpu_groups(self, workers: list[subprocess.Popen], web: subprocess.Popen | None, embedded: bool) -> dict:
+        groups: dict[str, object] = {"worker": lambda: process_tree([w.pid for w in workers])}
+        if web is not None:
+            groups["web"] = lambda: process_tree([web.pid])
+        if not embedded:
+            groups["postgres"] = lambda: postgres_processes(self.args.database)
+            groups["redis"] = lambda: named_processes("redis-server")
+        groups["sink"] = lambda: process_tree([self.sink.process.pid])
+        groups["client"] = lambda: [psutil.Process()]
+        return groups
 
     def _wait_ready_ping(self, processes: list[subprocess.Popen], names: list[str]) -> None:
         from celery import Celery
@@ -457,38 +700,50 @@ class Bench:
 
     def ceiling(self, spec: str) -> None:
         n = self.args.ceiling_tasks
+        layout, note = self.ceiling_layout(spec)
         self.flush_redis()
         self.sink.reset()
         env = self.hub_env()
         env.update(BENCH_BROKER_URL=self.redis_url, PYTHONPATH=str(BENCH))
         # A bare Celery app: without this Celery's Django fix-up would load the project.
         env.pop("DJANGO_SETTINGS_MODULE", None)
-        workers = self.start_workers("ceiling_app", spec, env, cwd=BENCH)
+        workers = self.start_workers("ceiling_app", layout, env, cwd=BENCH)
         from celery import Celery
 
         producer_app = Celery("bench-producer", broker=self.redis_url)
         producer_app.conf.task_serializer = "json"
-        started = time.time()
-        with producer_app.producer_or_acquire() as producer:
-            for seq in range(n):
-                body = json.dumps({"seq": seq, "t": time.time()}, separators=(",", ":"))
-                producer_app.send_task(
-                    "bench.post",
-                    kwargs={"url": f"{self.sink.url}/ceil/{seq % 100}", "body": body, "delivery_id": str(uuid.uuid4())},
-                    producer=producer,
-                    queue="bench.ceiling",
-                )
-        enqueued = time.time()
-        stats = self.sink.wait_for(n, self.args.max_wait)
-        self.stop_workers(workers)
+        try:
+            with CpuMeter(self.cpu_groups(workers, self.web, embedded=False)) as meter:
+                started = time.time()
+                with producer_app.producer_or_acquire() as producer:
+                    for seq in range(n):
+                        body = json.dumps({"seq": seq, "t": time.time()}, separators=(",", ":"))
+                        producer_app.send_task(
+                            "bench.post",
+                            kwargs={
+                                "url": f"{self.sink.url}/ceil/{seq % 100}",
+                                "body": body,
+                                "delivery_id": str(uuid.uuid4()),
+                            },
+                            producer=producer,
+                            queue="bench.ceiling",
+                        )
+                enqueued = time.time()
+                stats = self.sink.wait_for(n, self.args.max_wait)
+        finally:
+            self.stop_workers(workers)
         rate = stats["posts"] / (stats["last"] - started) if stats["posts"] else 0.0
-        self.ceilings[spec] = rate
+        cpu = cpu_per_delivery(meter.result, stats["posts"])
+        self.ceilings[spec] = {"rate": rate, "cpu": cpu}
+        if note:
+            self.notes.append(f"ceiling for `{spec}`: {note}.")
         self.row(
             "1 ceiling",
-            f"{spec}, {n} tasks",
-            f"{rate:,.0f} POSTs/s (enqueue {n / (enqueued - started):,.0f}/s; {stats['posts']}/{n}, {stats['ended']})",
+            f"{self.describe(spec)}: ceiling app {layout}, {n} tasks",
+            f"{rate:,.0f} POSTs/s (enqueue {n / (enqueued - started):,.0f}/s; {stats['posts']}/{n}, "
+            f"{stats['ended']}); {cpu_text(cpu)}",
         )
-        self.details[f"ceiling {spec}"] = {"rate": rate, **stats}
+        self.details[f"ceiling {spec}"] = {"rate": rate, "layout": layout, "cpu": meter.result, **stats}
 
     # -- scenario 2 (and 6, 7): end to end --
 
@@ -506,8 +761,12 @@ class Bench:
         embedded: bool = False,
         loglevel: str | None = None,
         sample_rss: bool = False,
+        web: subprocess.Popen | None = None,
     ) -> dict:
-        """Seed, start workers, publish, wait; the measured figures."""
+        """Seed, start workers, publish, wait; the measured figures (CPU from the first publish to the last arrival).
+
+        `web` is the web server whose CPU counts (self.web unless given).
+        """
         self.dbtool(env, "reset")
         if not embedded:
             self.flush_redis()
@@ -527,12 +786,14 @@ class Bench:
         healthy_paths = {f"/cb/{i}" for i in range(subscribers) if not (hang_every and i % hang_every == 0)}
         expected = len(healthy_paths) * notifications
         workers = self.start_workers("websubhub", spec, env, loglevel=loglevel, embedded=embedded)
+        web = web or self.web
         groups = {"worker": [w.pid for w in workers]}
-        if self.web is not None and not embedded:
-            groups["web"] = [self.web.pid]
+        if web is not None:
+            groups["web"] = [web.pid]
         profiler = self._profile_start(workers, topic) if self.args.profile and not embedded else None
+        meter = CpuMeter(self.cpu_groups(workers, web, embedded))
         try:
-            with RssSampler(groups) if sample_rss else contextlib.nullcontext() as sampler:
+            with RssSampler(groups) if sample_rss else contextlib.nullcontext() as sampler, meter:
                 results = publish(
                     f"{web_url}/api/notifications/",
                     topic,
@@ -588,6 +849,8 @@ class Bench:
             "deliveries": deliveries,
             "hung": stats.get("hung", 0),
             "ended": stats["ended"],
+            "cpu_raw": meter.result,
+            "cpu": cpu_per_delivery(meter.result, len(records)),
         }
         if sample_rss:
             out["rss_peak"] = sampler.peak
@@ -635,15 +898,33 @@ class Bench:
         )
         self.details[f"e2e {spec}"] = r
         ceiling = self.ceilings.get(spec)
-        ratio = f", {r['rate'] / ceiling:.2f}x ceiling" if ceiling else ""
-        ok = r["missing"] == 0 and r["duplicates"] == 0 and (not ceiling or r["rate"] >= 0.7 * ceiling)
+        ratio = f", {r['rate'] / ceiling['rate']:.2f}x ceiling" if ceiling else ""
+        ok = r["missing"] == 0 and r["duplicates"] == 0 and (not ceiling or r["rate"] >= 0.7 * ceiling["rate"])
         self.row(
             "2 end to end",
-            f"{spec}, S={s} M={m}",
-            f"{r['rate']:,.0f} deliveries/s{ratio}; latency p50/p95/p99 {r['p50']:.2f}/{r['p95']:.2f}/{r['p99']:.2f}s; "
+            f"{self.describe(spec)}, S={s} M={m}",
+            f"{r['rate']:,.0f} deliveries/s{ratio} (CPU {r['cpu']['machine_ms']:.2f} ms/delivery); latency "
+            f"p50/p95/p99 {r['p50']:.2f}/{r['p95']:.2f}/{r['p99']:.2f}s; "
             f"missing {r['missing']}, dup {r['duplicates']}{refused(r)} ({r['ended']})",
             ">=0.7x ceiling, 0 missing, 0 dup",
             "ok" if ok else "MISS",
+        )
+        cpu = r["cpu"]
+        if ceiling:
+            cpu_ratio = cpu["machine_ms"] / ceiling["cpu"]["machine_ms"]
+            versus = (
+                f"{cpu_ratio:.2f}x the ceiling's {ceiling['cpu']['machine_ms']:.2f} ms "
+                f"(by group: {cpu['attributed_ms'] / ceiling['cpu']['attributed_ms']:.2f}x)"
+            )
+            verdict = "ok" if cpu_ratio <= 1.5 else "MISS"
+        else:
+            versus, verdict = "no ceiling in this run", ""
+        self.row(
+            "2 CPU per delivery",
+            f"{self.describe(spec)}, e2e above ({r['rate']:,.0f}/s)",
+            f"{versus}; {cpu_text(cpu)}",
+            "<=1.5x ceiling",
+            verdict,
         )
 
     # -- scenario 3: fan-out --
@@ -662,14 +943,14 @@ class Bench:
         self.details[f"fanout {spec}"] = r
         mb = 1024 * 1024
         growth = (r["rss_peak"]["worker"] - r["rss_base"]["worker"]) / mb
-        ok = r["spread_max"] < 2.0 and r["missing"] == 0 and growth < 100
+        ok = r["spread_max"] < 1.0 and r["missing"] == 0 and r["elapsed"] < 10.0 and growth < 100
         self.row(
             "3 fan-out",
-            f"{spec}, 1 notification -> {n:,}",
+            f"{self.describe(spec)}, 1 notification -> {n:,}",
             f"spread {r['spread_max']:.2f}s; last delivery {r['elapsed']:.2f}s ({r['rate']:,.0f}/s); "
             f"missing {r['missing']}; worker RSS peak {r['rss_peak']['worker'] / mb:.0f} MB (+{growth:.0f}); "
-            f"web RSS peak {r['rss_peak'].get('web', 0) / mb:.0f} MB",
-            "spread <2s, all arrive, worker +<100MB",
+            f"web RSS peak {r['rss_peak'].get('web', 0) / mb:.0f} MB; {cpu_text(r['cpu'])}",
+            "spread <1s, all delivered <10s, worker +<100MB",
             "ok" if ok else "MISS",
         )
 
@@ -698,29 +979,65 @@ class Bench:
 
     # -- scenario 5: publish --
 
-    def publish_throughput(self) -> None:
-        env = self.hub_env()
-        self.dbtool(env, "reset")
-        self.flush_redis()
+    def publish_round(self, web_url: str) -> dict:
         n, c = self.args.publish_requests, self.args.publish_concurrency
-        web_url = f"http://127.0.0.1:{self.web_port}"
         results = publish(
             f"{web_url}/api/notifications/", "BENCH.PUBLISH.nobody", n, c, self.args.max_wait, self.headers[web_url]
         )
         accepted = [r for r in results if r[1] == 202]
         elapsed = max(r[3] for r in results) - min(r[2] for r in results)
-        rate = len(accepted) / elapsed
         latencies = [r[3] - r[2] for r in accepted]
+        return {
+            "rate": len(accepted) / elapsed,
+            "accepted": len(accepted),
+            "sent": len(results),
+            "refused": dict(Counter(r[1] for r in results if r[1] != 202)),
+            "p50": percentile(latencies, 50),
+            "p99": percentile(latencies, 99),
+        }
+
+    def publish_throughput(self) -> None:
+        env = self.hub_env()
+        self.dbtool(env, "reset")
+        self.flush_redis()
+        n, c, rounds = self.args.publish_requests, self.args.publish_concurrency, self.args.publish_rounds
+        hub_url = f"http://127.0.0.1:{self.web_port}"
+        port = free_port()
+        baseline = self.start_baseline(port)
+        hubs, bases = [], []
+        try:
+            # Warm both up (imports, the first connections of each process's pool), unmeasured.
+            for url in (hub_url, f"http://127.0.0.1:{port}"):
+                publish(f"{url}/api/notifications/", "BENCH.PUBLISH.warmup", 4 * c, c, 60, self.headers[url])
+            self.flush_redis()
+            # Alternating rounds, so that drift on a shared machine hits both sides alike.
+            for _ in range(rounds):
+                hubs.append(self.publish_round(hub_url))
+                self.flush_redis()
+                bases.append(self.publish_round(f"http://127.0.0.1:{port}"))
+        finally:
+            PROCS.stop(baseline)
+        rate = statistics.mean(r["rate"] for r in hubs)
+        base_rate = statistics.mean(r["rate"] for r in bases)
+        ratio = rate / base_rate if base_rate else float("nan")
+        hub, base = hubs[-1], bases[-1]
+        refused_text = "".join(
+            f"; {name} refused {r['sent'] - r['accepted']} {r['refused']}"
+            for name, r in (("hub", hub), ("baseline", base))
+            if r["refused"]
+        )
         self.row(
             "5 publish",
-            f"{n} POSTs, {c} concurrent, gunicorn {self.args.web_workers} workers x 4 threads, no worker running",
-            f"{rate:,.0f} accepted/s; p50/p99 {percentile(latencies, 50) * 1000:.0f}/"
-            f"{percentile(latencies, 99) * 1000:.0f} ms; refused {len(results) - len(accepted)}"
-            f"{' ' + str(dict(Counter(r[1] for r in results if r[1] != 202))) if len(results) > len(accepted) else ''}",
-            ">=500/s",
-            "ok" if rate >= 500 else "MISS",
+            f"{n} POSTs, {c} concurrent, gunicorn {self.args.web_workers} workers x 4 threads, no worker running; "
+            f"baseline: bench/baseline_app.py (one INSERT), same gunicorn and database; mean of {rounds} rounds",
+            f"{rate:,.0f} accepted/s vs baseline {base_rate:,.0f}/s ({ratio:.2f}x); p50/p99 "
+            f"{hub['p50'] * 1000:.0f}/{hub['p99'] * 1000:.0f} ms vs "
+            f"{base['p50'] * 1000:.0f}/{base['p99'] * 1000:.0f} ms"
+            f"{refused_text}",
+            ">=0.7x baseline",
+            "ok" if ratio >= 0.7 and not hub["refused"] else "MISS",
         )
-        self.details["publish"] = {"rate": rate, "accepted": len(accepted), "sent": len(results)}
+        self.details["publish"] = {"hub": hubs, "baseline": bases, "ratio": ratio}
         self.flush_redis()
 
     # -- scenario 6: isolation --
@@ -750,7 +1067,7 @@ class Bench:
         loss = 1 - hung["rate"] / base["rate"] if base["rate"] else float("nan")
         self.row(
             "6 isolation",
-            f"{spec}, S={s} M={m}, 10% hang > {timeout:g}s timeout, mean of {ISOLATION_ROUNDS} rounds",
+            f"{self.describe(spec)}, S={s} M={m}, 10% hang > {timeout:g}s timeout, mean of {ISOLATION_ROUNDS} rounds",
             f"healthy {hung['rate']:,.0f}/s vs {base['rate']:,.0f}/s with none hanging (-{loss * 100:.0f}%); "
             f"healthy missing {hung['missing']} ({hung['ended']})",
             "lose <=10%",
@@ -759,38 +1076,217 @@ class Bench:
 
     # -- scenario 7: embedded --
 
-    def embedded(self) -> None:
+    @contextlib.contextmanager
+    def embedded_hub(self):
+        """A fresh embedded hub (SQLite + filesystem broker under bench/out/var-embedded) and its web server."""
         var = OUT / "var-embedded"
         shutil.rmtree(var, ignore_errors=True)
         port = free_port()
         env = self.hub_env(embedded=True, web_port=port)
         run_checked([PY, "manage.py", "migrate", "-v0"], env)
         web = self.start_web(env, port, "web-embedded")
-        saved_web, self.web = self.web, None
         try:
-            s, m = self.args.embedded_subscribers, self.args.embedded_notifications
-            spec = self.args.embedded_pool
+            yield env, f"http://127.0.0.1:{port}", web
+        finally:
+            PROCS.stop(web)
+
+    def embedded(self) -> None:
+        s, m = self.args.embedded_subscribers, self.args.embedded_notifications
+        spec = self.args.embedded_pool
+        with self.embedded_hub() as (env, web_url, web):
             r = self.e2e_run(
                 spec=spec,
                 subscribers=s,
                 notifications=m,
                 env=env,
-                web_url=f"http://127.0.0.1:{port}",
+                web_url=web_url,
                 topic="BENCH.EMBEDDED.topic",
                 embedded=True,
                 loglevel="INFO",
+                web=web,
             )
-        finally:
-            self.web = saved_web
-            PROCS.stop(web)
         self.details["embedded"] = r
+        ok = r["missing"] == 0 and r["duplicates"] == 0 and r["rate"] >= 300
         self.row(
             "7 embedded",
-            f"SQLite + filesystem broker, {spec} (as the Procfile), S={s} M={m}",
+            f"SQLite + filesystem broker, {self.embedded_layout_text(spec)}, S={s} M={m}",
             f"{r['rate']:,.0f} deliveries/s; latency p50/p95/p99 {r['p50']:.2f}/{r['p95']:.2f}/{r['p99']:.2f}s; "
-            f"missing {r['missing']}, dup {r['duplicates']} ({r['ended']})",
-            "0 missing, 0 dup",
-            "ok" if r["missing"] == 0 and r["duplicates"] == 0 else "MISS",
+            f"missing {r['missing']}, dup {r['duplicates']} ({r['ended']}); {cpu_text(r['cpu'])}",
+            ">=300/s, 0 missing, 0 dup",
+            "ok" if ok else "MISS",
+        )
+
+    @staticmethod
+    def embedded_layout_text(spec: str) -> str:
+        if spec == PROCFILE_LAYOUT:
+            return f"the Procfile's worker (`worker {' '.join(procfile_worker_args())}`)"
+        return spec
+
+    # -- scenario 8: latency on an idle hub --
+
+    def latency_run(self, *, spec: str, env: dict, web_url: str, embedded: bool, loglevel: str | None) -> dict:
+        """One subscriber; publishes one at a time, each after the previous arrived and a pause."""
+        tries, pause = self.args.latency_tries, LATENCY_PAUSE_SECONDS
+        self.dbtool(env, "reset")
+        if not embedded:
+            self.flush_redis()
+        self.sink.reset()
+        topic = "BENCH.LATENCY.topic"
+        self.dbtool(env, "seed", "--topic", topic, "--count", "1", "--base", self.sink.url)
+        workers = self.start_workers("websubhub", spec, env, loglevel=loglevel, embedded=embedded)
+        latencies, answers, missing, received = [], [], 0, 0
+        url, headers = f"{web_url}/api/notifications/", self.headers[web_url]
+        try:
+            time.sleep(LATENCY_SETTLE_SECONDS)  # an idle hub: nothing left over from starting up
+            for seq in range(tries):
+                sent = time.time()
+                http_json(url, {"topic": topic, "content": {"seq": seq, "t": sent}}, headers=headers)
+                answers.append(time.time() - sent)
+                stats = http_json(f"{self.sink.url}/_bench/wait?posts={received + 1}&timeout={LATENCY_TIMEOUT}")
+                received = stats["posts"]
+                # Only this publish's own arrival counts (a late one of an earlier publish does not).
+                if stats["last_body"] and json.loads(stats["last_body"]).get("seq") == seq:
+                    latencies.append(stats["last"] - sent)
+                else:
+                    missing += 1
+                time.sleep(pause)
+        finally:
+            self.stop_workers(workers)
+        return {
+            "p50": percentile(latencies, 50),
+            "p95": percentile(latencies, 95),
+            "max": max(latencies, default=float("nan")),
+            "publish_p50": percentile(answers, 50),
+            "arrived": len(latencies),
+            "missing": missing,
+            "latencies": latencies,
+        }
+
+    def latency(self) -> None:
+        spec = self.args.latency_pool
+        r = self.latency_run(
+            spec=spec,
+            env=self.hub_env(),
+            web_url=f"http://127.0.0.1:{self.web_port}",
+            embedded=False,
+            loglevel=None,
+        )
+        self.details["latency"] = r
+        self.latency_row(f"PostgreSQL + Redis, {self.describe(spec)}", r, 0.050)
+
+    def latency_embedded(self) -> None:
+        spec = self.args.embedded_pool
+        with self.embedded_hub() as (env, web_url, _web):
+            r = self.latency_run(spec=spec, env=env, web_url=web_url, embedded=True, loglevel="INFO")
+        self.details["latency embedded"] = r
+        self.latency_row(f"SQLite + filesystem broker, {self.embedded_layout_text(spec)}", r, 0.500)
+
+    def latency_row(self, setup: str, r: dict, target: float) -> None:
+        tries = r["arrived"] + r["missing"]
+        self.row(
+            "8 latency",
+            f"{setup}; 1 subscriber, {tries} publishes one at a time ({LATENCY_PAUSE_SECONDS * 1000:.0f} ms apart)",
+            f"publish to arrival p50/p95/max {r['p50'] * 1000:.0f}/{r['p95'] * 1000:.0f}/{r['max'] * 1000:.0f} ms "
+            f"(publish answered p50 {r['publish_p50'] * 1000:.0f} ms); missing {r['missing']}",
+            f"p50 <{target * 1000:.0f} ms",
+            "ok" if r["p50"] < target and r["missing"] == 0 else "MISS",
+        )
+
+    # -- scenario 9: deliveries waiting for their retry --
+
+    def broker_state(self) -> dict:
+        """Redis used_memory, and the hub's delivery messages in the broker: queued (lists) and unacked (held)."""
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        queued, unacked = 0, 0
+        for key in client.scan_iter(count=1000):
+            name = key.decode("utf-8", "replace")
+            kind = client.type(key)
+            if kind == b"list" and name.startswith(DELIVER_QUEUE_PREFIX):
+                queued += client.llen(key)
+            elif kind == b"hash" and name == "unacked":
+                for value in client.hvals(key):
+                    with contextlib.suppress(ValueError, IndexError, TypeError):
+                        unacked += json.loads(value)[2].startswith(DELIVER_QUEUE_PREFIX)
+        return {"used_memory": int(client.info("memory")["used_memory"]), "queued": queued, "unacked": unacked}
+
+    def waiting(self) -> None:
+        n, subs, due_in = self.args.waiting, self.args.waiting_subscriptions, self.args.waiting_due
+        spec = self.args.waiting_pool
+        env = self.hub_env()
+        self.dbtool(env, "reset")
+        self.flush_redis()
+        self.sink.reset()
+        for schedule in self.var_dir.glob("celerybeat-schedule*"):
+            schedule.unlink()
+        # The hub has been running and its broker kept its data: with the broker's marker set, beat's first
+        # sweep does not take the flushed Redis for a lost broker and re-send every pending delivery.
+        self.dbtool(env, "sweep")
+        before = self.broker_state()
+        self.log(f"waiting: {n:,} deliveries on {subs:,} subscriptions (COPY)")
+        seed_args = ["--count", str(n), "--subscriptions", str(subs), "--base", self.sink.url]
+        seeded = self.dbtool(env, "waiting-seed", *seed_args)
+        workers = self.start_workers("websubhub", spec, env, extra=("--beat",))
+        mb = 1024 * 1024
+        try:
+            with RssSampler({"worker": [w.pid for w in workers]}) as rss:
+                ready_rss = RssSampler._rss([w.pid for w in workers])
+                due = self.dbtool(env, "waiting-due", "--seconds", str(due_in))["due"]
+                # Sample while they wait, up to shortly before due (an enqueue may rightly run a little ahead).
+                samples = []
+                while time.time() < due - WAITING_SAMPLE_MARGIN:
+                    samples.append({**self.broker_state(), "rss": RssSampler._rss([w.pid for w in workers])})
+                    time.sleep(1.0)
+                time.sleep(max(0.0, due - time.time()))
+                stats = self.sink.wait_for(n, self.args.waiting_max_wait)
+            records = self.sink.records()
+            after = self.broker_state()
+        finally:
+            self.stop_workers(workers)
+        waited = {
+            "rss": max((x["rss"] for x in samples), default=0),
+            "used_memory": max((x["used_memory"] for x in samples), default=0),
+            "queued": max((x["queued"] for x in samples), default=0),
+            "unacked": max((x["unacked"] for x in samples), default=0),
+        }
+        arrivals: dict[str, float] = {}
+        for r in records:
+            arrivals.setdefault(r["d"], r["t"])
+        delays = [t - due for t in arrivals.values()]
+        early = sum(1 for d in delays if d < 0)
+        missing = n - len(arrivals)
+        duplicates = len(records) - len(arrivals)
+        all_sent = f"{max(delays):.1f}s" if delays and not missing else f"not within {stats['ended']}"
+        growth = (waited["rss"] - ready_rss) / mb
+        held = waited["queued"] + waited["unacked"]
+        self.details["waiting"] = {
+            "seeded": seeded,
+            "before": before,
+            "ready_rss": ready_rss,
+            "samples": samples,
+            "after": after,
+            "rss_peak": rss.peak,
+            "due": due,
+            "stats": stats,
+            "missing": missing,
+            "duplicates": duplicates,
+            "early": early,
+        }
+        ok = held == 0 and growth < 50 and missing == 0 and duplicates == 0 and early == 0
+        self.row(
+            "9 waiting",
+            f"{n:,} deliveries waiting for retry (attempts=1, queued=False) to {subs:,} subscriptions, due "
+            f"{due_in:g}s after {self.describe(spec)} --beat is ready",
+            f"while waiting ({len(samples)} samples): worker RSS {waited['rss'] / mb:.0f} MB (+{growth:.0f} since "
+            f"ready), Redis used_memory {waited['used_memory'] / mb:.1f} MB "
+            f"({(waited['used_memory'] - before['used_memory']) / mb:+.1f}), delivery messages in the broker "
+            f"{waited['queued']} queued + {waited['unacked']} unacked; from due: all sent in {all_sent}, "
+            f"arrival - due_at p50/p99 {percentile(delays, 50):.1f}/{percentile(delays, 99):.1f}s; "
+            f"missing {missing}, dup {duplicates}, early {early} ({stats['ended']}); "
+            f"worker RSS peak while sending {rss.peak['worker'] / mb:.0f} MB",
+            "0 delivery messages in the broker while waiting, worker +<50MB, 0 missing/dup/early",
+            "ok" if ok else "MISS",
         )
 
     # -- all --
@@ -806,16 +1302,22 @@ class Bench:
             if "e2e" in chosen:
                 steps.append((f"e2e {spec}", lambda spec=spec: self.e2e(spec)))
         if "isolation" in chosen:
-            for spec in pools:
+            for spec in self.args.isolation_pools or pools:
                 steps.append((f"isolation {spec}", lambda spec=spec: self.isolation(spec)))
         if "fanout" in chosen:
-            steps.append(("fanout", lambda: self.fanout(self.args.fanout_pool or pools[0])))
+            fanout_pool = self.args.fanout_pool or (DEFAULT_LAYOUT if DEFAULT_LAYOUT in pools else pools[0])
+            steps.append(("fanout", lambda: self.fanout(fanout_pool)))
         if "publish" in chosen:
             steps.append(("publish", self.publish_throughput))
+        if "latency" in chosen:
+            steps.append(("latency", self.latency))
+            steps.append(("latency embedded", self.latency_embedded))
         if "matching" in chosen:
             steps.append(("matching", self.matching))
         if "embedded" in chosen:
             steps.append(("embedded", self.embedded))
+        if "waiting" in chosen:
+            steps.append(("waiting", self.waiting))
         for name, step in steps:
             self.log(f"--- {name}")
             started = time.monotonic()
@@ -879,12 +1381,23 @@ def report(bench: Bench, argv: list[str], seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes, one pool: under a minute")
+    parser.add_argument("--quick", action="store_true", help="small sizes, the default layout only: a few minutes")
     parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS))
     parser.add_argument(
-        "--pools", default=None, help="worker layouts, e.g. prefork:8,threads:32x2 (pool:concurrency[xinstances])"
+        "--pools",
+        default=None,
+        help="worker layouts, e.g. prefork:8,threads:32x2 (pool:concurrency[xinstances]); `default` is the hub's "
+        "own defaults (no -P/-c); full run: threads:4,prefork:4,default",
     )
-    parser.add_argument("--fanout-pool", default=None)
+    parser.add_argument("--isolation-pools", default=None, help="layouts of the isolation runs (default: --pools)")
+    parser.add_argument("--fanout-pool", default=None, help="layout of the fan-out run (default: `default`)")
+    parser.add_argument("--latency-pool", default=DEFAULT_LAYOUT, help="layout of the PostgreSQL latency run")
+    parser.add_argument("--latency-tries", type=int, default=None, help="latency: publishes, one at a time")
+    parser.add_argument("--waiting", type=int, default=None, help="waiting: deliveries waiting for their retry")
+    parser.add_argument("--waiting-subscriptions", type=int, default=None, help="waiting: subscriptions they owe")
+    parser.add_argument("--waiting-due", type=float, default=None, help="waiting: seconds from worker ready to due")
+    parser.add_argument("--waiting-pool", default=DEFAULT_LAYOUT, help="waiting: worker layout (started with -B)")
+    parser.add_argument("--waiting-max-wait", type=float, default=None, help="waiting: longest wait for all (s)")
     parser.add_argument("--subscribers", type=int, default=None, help="e2e: subscribers on the topic")
     parser.add_argument("--notifications", type=int, default=None, help="e2e: notifications published")
     parser.add_argument("--ceiling-tasks", type=int, default=None)
@@ -893,13 +1406,16 @@ def main() -> None:
     parser.add_argument("--match-topics-per-sub", type=float, default=0.1, help="distinct topics per subscription")
     parser.add_argument("--publish-requests", type=int, default=None)
     parser.add_argument("--publish-concurrency", type=int, default=32)
+    parser.add_argument("--publish-rounds", type=int, default=None, help="publish: alternating hub/baseline rounds")
     parser.add_argument("--publish-concurrency-e2e", type=int, default=8)
     parser.add_argument("--iso-subscribers", type=int, default=None)
     parser.add_argument("--iso-notifications", type=int, default=None)
     parser.add_argument("--hang-timeout", type=float, default=2.0, help="HUB_HTTP_READ_TIMEOUT in isolation")
     parser.add_argument("--embedded-subscribers", type=int, default=None)
     parser.add_argument("--embedded-notifications", type=int, default=None)
-    parser.add_argument("--embedded-pool", default="threads:4")
+    parser.add_argument(
+        "--embedded-pool", default=PROCFILE_LAYOUT, help="embedded layout; `procfile`: the Procfile's worker line"
+    )
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--worker-loglevel", default="WARNING")
     parser.add_argument("--hub-log-level", default="INFO", help="HUB_LOG_LEVEL of web and workers (project default)")
@@ -921,23 +1437,31 @@ def main() -> None:
 
     quick = args.quick
     defaults = {
-        "pools": "prefork:8" if quick else "prefork:8,threads:32x2",
+        "pools": DEFAULT_LAYOUT if quick else f"threads:4,prefork:4,{DEFAULT_LAYOUT}",
         "subscribers": 20 if quick else 100,
         "notifications": 30 if quick else 100,
         "ceiling_tasks": 1000 if quick else 10000,
         "fanout": 500 if quick else 10000,
         "match_subscriptions": 20000 if quick else 1_000_000,
         "publish_requests": 300 if quick else 3000,
+        "publish_rounds": 1 if quick else 2,
         "iso_subscribers": 20 if quick else 50,
         "iso_notifications": 10 if quick else 40,
         "embedded_subscribers": 10 if quick else 20,
         "embedded_notifications": 10 if quick else 50,
         "max_wait": 60 if quick else 300,
+        "latency_tries": 20 if quick else 50,
+        "waiting": 2000 if quick else 100_000,
+        "waiting_subscriptions": 100 if quick else 1000,
+        "waiting_due": 10 if quick else 30,
+        "waiting_max_wait": 120 if quick else 900,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.pools = [p for p in args.pools.split(",") if p]
+    if args.isolation_pools:
+        args.isolation_pools = [p for p in args.isolation_pools.split(",") if p]
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(args.scenarios) - set(ALL_SCENARIOS)
     if unknown:

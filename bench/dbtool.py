@@ -10,6 +10,11 @@ DATABASE_URL) and prints one JSON document on stdout. Commands:
     deliveries                    deliveries by status
     matching --sizes 1000,1000000 --topics-per-sub 0.1
                                   time subscriptions_matching at each size, with EXPLAIN
+    sweep                         one run of the hub's sweep (sets the broker marker of a flushed broker)
+    waiting-seed --count N --subscriptions S --base URL
+                                  N pending deliveries after one failed attempt, queued=False (COPY),
+                                  parked a day ahead (needs Delivery.queued and hub.enqueue_due)
+    waiting-due --seconds D       make every waiting delivery due D seconds from now
 """
 
 import argparse
@@ -19,6 +24,7 @@ import random
 import statistics
 import sys
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -124,42 +130,32 @@ def _copy_value(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace("\t", " ").replace("\n", " ")
 
 
-def _copy_subscriptions(rows: list[tuple[str, str]]) -> float:
-    """COPY (topic_key, callback) rows in as verified subscriptions; returns seconds.
+def _copy_model(model, fixed: dict[str, object], varying: tuple[str, ...], rows) -> float:
+    """COPY rows of `model` in: `varying` columns (attnames) from each row, `fixed` values for the rest.
 
-    Columns come from the model, so fields added later get their defaults.
+    Columns come from the model, so fields added later get their defaults. Returns seconds.
     """
-    table = Subscription._meta.db_table
-    now = timezone.now()
-    known = {
-        "lease_seconds": LEASE_SECONDS,
-        "expires_at": now + timedelta(seconds=LEASE_SECONDS),
-        "verified_at": now,
-        "created_at": now,
-        "updated_at": now,
-        "state": Subscription.State.ACTIVE,
-        "secret": "",
-    }
-    fields = [f for f in Subscription._meta.concrete_fields if not f.primary_key]
+    table = model._meta.db_table
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
     template = []
     for field in fields:
-        if field.name in ("topic", "topic_key", "callback"):
+        if field.attname in varying:
             template.append(None)
-        elif field.name in known:
-            template.append(_copy_value(known[field.name]))
+        elif field.attname in fixed:
+            template.append(_copy_value(fixed[field.attname]))
         else:
             template.append(_copy_value(field.get_default()))
-    slots = {f.name: i for i, f in enumerate(fields)}
+    index = {f.attname: i for i, f in enumerate(fields)}
+    slots = [index[name] for name in varying]
     columns = ", ".join(f'"{f.column}"' for f in fields)
     started = time.perf_counter()
     statement = f"COPY {table} ({columns}) FROM STDIN"
     with connection.cursor() as cursor, transaction.atomic(), cursor.cursor.copy(statement) as copy:
         lines = []
-        for key, callback in rows:
+        for row in rows:
             values = list(template)
-            values[slots["topic"]] = key
-            values[slots["topic_key"]] = key
-            values[slots["callback"]] = callback
+            for slot, value in zip(slots, row, strict=True):
+                values[slot] = _copy_value(value)
             lines.append("\t".join(values) + "\n")
             if len(lines) >= 50_000:
                 copy.write("".join(lines))
@@ -169,6 +165,21 @@ def _copy_subscriptions(rows: list[tuple[str, str]]) -> float:
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {table}")
     return time.perf_counter() - started
+
+
+def _copy_subscriptions(rows: list[tuple[str, str]]) -> float:
+    """COPY (topic_key, callback) rows in as verified subscriptions; returns seconds."""
+    now = timezone.now()
+    fixed = {
+        "lease_seconds": LEASE_SECONDS,
+        "expires_at": now + timedelta(seconds=LEASE_SECONDS),
+        "verified_at": now,
+        "created_at": now,
+        "updated_at": now,
+        "state": Subscription.State.ACTIVE,
+        "secret": "",
+    }
+    return _copy_model(Subscription, fixed, ("topic", "topic_key", "callback"), ((k, k, c) for k, c in rows))
 
 
 def _captured_sql(keys: list[str], now) -> tuple[str, tuple]:
@@ -242,6 +253,122 @@ def cmd_matching(args: argparse.Namespace) -> None:
     out({"probe_topic": PROBE_TOPIC, "keys": keys, "results": results})
 
 
+# --- Deliveries waiting for their retry -------------------------------------------------
+
+# What the waiting scenario needs from the hub (issue 11): the flag and the periodic task that reads it.
+WAITING_FIELD = "queued"
+ENQUEUE_DUE_TASK = "hub.enqueue_due"
+# Where the seeded deliveries are due until `waiting-due` sets the real time: far enough never to come,
+# and beyond the bench's sweep grace (HUB_SWEEP_GRACE_SECONDS, one day), the horizon of a broker recovery.
+WAITING_PARKED = timedelta(days=7)
+
+
+def _require_waiting_support() -> None:
+    from django.conf import settings
+
+    fields = {f.name for f in Delivery._meta.concrete_fields}
+    if WAITING_FIELD not in fields:
+        raise SystemExit(
+            f"the waiting scenario needs Delivery.{WAITING_FIELD} (True when a broker message exists, False = "
+            f"waiting in the database only) and the periodic task {ENQUEUE_DUE_TASK} (issue 11); "
+            f"this checkout has neither field nor task"
+        )
+    scheduled = {entry.get("task") for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    if ENQUEUE_DUE_TASK not in scheduled:
+        raise SystemExit(
+            f"the waiting scenario needs {ENQUEUE_DUE_TASK} in CELERY_BEAT_SCHEDULE (issue 11); scheduled: "
+            f"{', '.join(sorted(t for t in scheduled if t))}"
+        )
+
+
+def cmd_sweep(_args: argparse.Namespace) -> None:
+    """One run of the hub's periodic sweep (services.hub_sweep), as beat would start it.
+
+    On a freshly flushed broker it finds the broker's marker gone, re-sends what
+    the database owes (nothing, on an empty database) and sets the marker: the
+    state of a hub that has been running, whose broker kept its data.
+    """
+    from subscriptions import services
+
+    out({"sent": services.hub_sweep(), "marker": services.broker_marker_read()})
+
+
+def cmd_waiting_seed(args: argparse.Namespace) -> None:
+    """`count` pending deliveries after one failed attempt, waiting in the database only (queued=False).
+
+    They are spread evenly over `subscriptions` verified subscriptions at `base`/wait/<i>,
+    one notification each per subscription (count / subscriptions notifications),
+    and parked one day ahead: `waiting-due` sets when they are really due.
+    """
+    _require_waiting_support()
+    started = time.perf_counter()
+    now = timezone.now()
+    topic = "BENCH.WAITING.topic"
+    key = subscription_key(topic)
+    subscriptions = [
+        Subscription(
+            topic=topic,
+            topic_key=key,
+            callback=f"{args.base}/wait/{i}",
+            secret="bench-secret",  # noqa: S106 - signs bench deliveries, like a subscriber's secret
+            lease_seconds=LEASE_SECONDS,
+            expires_at=now + timedelta(seconds=LEASE_SECONDS),
+            verified_at=now,
+            state=Subscription.State.ACTIVE,
+        )
+        for i in range(args.subscriptions)
+    ]
+    per_subscription = -(-args.count // args.subscriptions)
+    with transaction.atomic():
+        subscriptions = Subscription.objects.bulk_create(subscriptions, batch_size=SEED_BATCH)
+        notifications = Notification.objects.bulk_create(
+            [
+                Notification(
+                    topic=topic,
+                    content=json.dumps({"seq": seq, "t": now.timestamp()}).encode(),
+                    content_type="application/json",
+                    spread_at=now,
+                )
+                for seq in range(per_subscription)
+            ],
+            batch_size=SEED_BATCH,
+        )
+    pairs = ((n, s) for n in notifications for s in subscriptions)
+    rows = (
+        (uuid.uuid4(), note.pk, sub.pk, sub.callback) for _, (note, sub) in zip(range(args.count), pairs, strict=False)
+    )
+    fixed = {
+        "status": Delivery.Status.PENDING,
+        "attempts": 1,
+        "last_status_code": 503,
+        "last_error": "HTTP 503",
+        "last_attempt_at": now,
+        "due_at": now + WAITING_PARKED,
+        WAITING_FIELD: False,
+        "created_at": now,
+        "updated_at": now,
+    }
+    copy_seconds = _copy_model(Delivery, fixed, ("uuid", "notification_id", "subscription_id", "callback"), rows)
+    waiting = Delivery.objects.filter(status=Delivery.Status.PENDING, **{WAITING_FIELD: False}).count()
+    out(
+        {
+            "deliveries": waiting,
+            "subscriptions": len(subscriptions),
+            "notifications": len(notifications),
+            "copy_seconds": copy_seconds,
+            "seconds": time.perf_counter() - started,
+        }
+    )
+
+
+def cmd_waiting_due(args: argparse.Namespace) -> None:
+    """Every waiting delivery due `seconds` from now (one UPDATE); prints the due time (epoch seconds)."""
+    _require_waiting_support()
+    due = timezone.now() + timedelta(seconds=args.seconds)
+    updated = Delivery.objects.filter(status=Delivery.Status.PENDING, **{WAITING_FIELD: False}).update(due_at=due)
+    out({"due": due.timestamp(), "updated": updated})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -254,6 +381,13 @@ def main() -> None:
     seed.add_argument("--hang-prefix", default="/hang/")
     sub.add_parser("notifications")
     sub.add_parser("deliveries")
+    sub.add_parser("sweep")
+    waiting_seed = sub.add_parser("waiting-seed")
+    waiting_seed.add_argument("--count", type=int, required=True)
+    waiting_seed.add_argument("--subscriptions", type=int, required=True)
+    waiting_seed.add_argument("--base", required=True)
+    waiting_due = sub.add_parser("waiting-due")
+    waiting_due.add_argument("--seconds", type=float, required=True)
     matching = sub.add_parser("matching")
     matching.add_argument("--sizes", default="1000,1000000")
     matching.add_argument("--topics-per-sub", type=float, default=0.1)
@@ -264,6 +398,9 @@ def main() -> None:
         "notifications": cmd_notifications,
         "deliveries": cmd_deliveries,
         "matching": cmd_matching,
+        "sweep": cmd_sweep,
+        "waiting-seed": cmd_waiting_seed,
+        "waiting-due": cmd_waiting_due,
     }[args.command](args)
 
 

@@ -5,7 +5,9 @@
   A path that starts with the configured hang prefix waits `hang_seconds` before
   answering, so the hub's read timeout fires first.
 * Control endpoints under /_bench/: GET stats (counts), GET records (everything
-  recorded, as JSON lines), POST reset, POST config ({"hang_prefix": ..., "hang_seconds": ...}).
+  recorded, as JSON lines), GET wait?posts=N&timeout=S (answers the stats and the
+  last body as soon as N POSTs are recorded, or after S seconds), POST reset, POST config
+  ({"hang_prefix": ..., "hang_seconds": ...}).
 
 Usage: python bench/sink.py --port PORT  (prints "ready <port>" on stdout when listening).
 """
@@ -17,17 +19,26 @@ import time
 
 from aiohttp import web
 
-# Never hang longer than this, whatever a client asks: every wait is bounded.
+# Never hang (or hold a waiting client) longer than this, whatever a client asks: every wait is bounded.
 MAX_HANG_SECONDS = 60.0
 
 
 class Sink:
     def __init__(self) -> None:
         self.records: list[tuple[str, str, float, bytes]] = []
+        self.ids: set[str] = set()
         self.gets = 0
         self.hung = 0
         self.hang_prefix = "/hang/"
         self.hang_seconds = 0.0
+        # Set (and replaced) on every recorded POST: what GET /_bench/wait waits on.
+        self.changed = asyncio.Event()
+
+    def record(self, entry: tuple[str, str, float, bytes]) -> None:
+        self.records.append(entry)
+        self.ids.add(entry[1])
+        self.changed.set()
+        self.changed = asyncio.Event()
 
     async def callback(self, request: web.Request) -> web.StreamResponse:
         if request.method == "GET":
@@ -40,21 +51,36 @@ class Sink:
             self.hung += 1
             await asyncio.sleep(self.hang_seconds)
             return web.Response(status=204)
-        self.records.append((path, request.headers.get("X-Hub-Delivery", ""), time.time(), body))
+        self.record((path, request.headers.get("X-Hub-Delivery", ""), time.time(), body))
         return web.Response(status=204)
 
+    def counts(self) -> dict:
+        return {
+            "posts": len(self.records),
+            "unique_delivery_ids": len(self.ids),
+            "gets": self.gets,
+            "hung": self.hung,
+            "first": self.records[0][2] if self.records else None,
+            "last": self.records[-1][2] if self.records else None,
+        }
+
     async def stats(self, request: web.Request) -> web.Response:
-        ids = {r[1] for r in self.records}
-        return web.json_response(
-            {
-                "posts": len(self.records),
-                "unique_delivery_ids": len(ids),
-                "gets": self.gets,
-                "hung": self.hung,
-                "first": self.records[0][2] if self.records else None,
-                "last": self.records[-1][2] if self.records else None,
-            }
-        )
+        return web.json_response(self.counts())
+
+    async def wait(self, request: web.Request) -> web.Response:
+        """The stats once `posts` POSTs are recorded (or after `timeout` seconds): arrival without polling."""
+        wanted = int(request.query.get("posts", "1"))
+        deadline = time.monotonic() + min(MAX_HANG_SECONDS, float(request.query.get("timeout", "10")))
+        while len(self.records) < wanted:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(self.changed.wait(), remaining)
+            except TimeoutError:
+                break
+        last_body = self.records[-1][3].decode("utf-8", "replace") if self.records else None
+        return web.json_response({**self.counts(), "last_body": last_body})
 
     async def dump(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -75,6 +101,7 @@ class Sink:
 
     async def reset(self, request: web.Request) -> web.Response:
         self.records = []
+        self.ids = set()
         self.gets = 0
         self.hung = 0
         return web.json_response({"ok": True})
@@ -94,6 +121,7 @@ def main() -> None:
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app.router.add_get("/_bench/stats", sink.stats)
     app.router.add_get("/_bench/records", sink.dump)
+    app.router.add_get("/_bench/wait", sink.wait)
     app.router.add_post("/_bench/reset", sink.reset)
     app.router.add_post("/_bench/config", sink.config)
     app.router.add_route("*", "/{tail:.*}", sink.callback)
