@@ -6,8 +6,13 @@ from pathlib import Path
 from celery import Celery
 from celery.signals import task_postrun, task_prerun
 from kombu import Exchange, Queue
+from kombu.transport import TRANSPORT_ALIASES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "websubhub.settings")
+
+# The embedded broker (`filesystem://`) is kombu's filesystem transport with a channel
+# that does not rescan the message folder for every message (websubhub/embedded_broker.py).
+TRANSPORT_ALIASES["filesystem"] = "websubhub.embedded_broker:Transport"
 
 app = Celery("websubhub")
 # Every setting named CELERY_* in websubhub/settings.py configures this app.
