@@ -33,6 +33,9 @@ def _hub_queues() -> dict[str, object]:
 # A promise: read when the configuration is first needed, after Django's settings load.
 app.add_defaults(_hub_queues)
 
+# A threads-pool worker runs as one process per core (HUB_WORKER_PROCESSES): websubhub/siblings.py.
+app.steps["worker"].add("websubhub.siblings:Siblings")
+
 
 @app.on_after_configure.connect
 def _make_broker_folders(sender: Celery, **kwargs: object) -> None:

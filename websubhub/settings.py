@@ -484,6 +484,13 @@ CELERY_DB_REUSE_MAX = 10_000
 # deliveries wait on the network, so threads (bench/RESULTS.md compares pools).
 CELERY_WORKER_POOL = env.str("HUB_WORKER_POOL", default="threads")
 CELERY_WORKER_CONCURRENCY = env.int("HUB_WORKER_CONCURRENCY", default=32)
+# A threads-pool worker (the default) runs as this many processes, each with its
+# threads and its database pool: one process uses one core at most. The command
+# an operator starts is the first; it starts and watches the others
+# (websubhub/siblings.py). Default: the machine's cores; 1 keeps one process.
+HUB_WORKER_PROCESSES = env.int("HUB_WORKER_PROCESSES", default=os.cpu_count() or 1)
+if HUB_WORKER_PROCESSES < 1:
+    raise ImproperlyConfigured("HUB_WORKER_PROCESSES must be 1 or more")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Publishing must not hang a web request when the broker is down: fail fast, the
 # periodic sweep re-sends what was not published.

@@ -37,6 +37,8 @@ WORKER_ENV = {
     # Waits over a second are kept in the database and sent by beat's hub.enqueue_due
     # (every second by default), so the end-to-end tests take that path too.
     "HUB_BROKER_MAX_COUNTDOWN": "1",
+    # One process, so that a test sees and kills the whole worker (test_e2e_siblings.py runs several).
+    "HUB_WORKER_PROCESSES": "1",
     "HUB_ALLOW_PRIVATE_ADDRESSES": "true",
 }
 WORKER_READY_TIMEOUT = 60
@@ -57,9 +59,10 @@ def _database_url() -> str:
 
 
 class WorkerProcess:
-    def __init__(self, database_url: str, log_dir: Path) -> None:
-        self.log_path = log_dir / "worker.log"
-        self.env = {**os.environ, **WORKER_ENV, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+    def __init__(self, database_url: str, log_dir: Path, *, name: str = "", env: dict[str, str] | None = None) -> None:
+        self.name = name or f"e2e-{os.getpid()}"
+        self.log_path = log_dir / f"{name or 'worker'}.log"
+        self.env = {**os.environ, **WORKER_ENV, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1", **(env or {})}
         # The test process's settings exported this; a real worker starts without it.
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.schedule = log_dir / "celerybeat-schedule"
@@ -80,7 +83,7 @@ class WorkerProcess:
             "--without-gossip",
             "--without-mingle",
             "--loglevel=INFO",
-            f"--hostname=e2e-{os.getpid()}@%h",
+            f"--hostname={self.name}@%h",
         ]
         before = self.log_path.read_bytes().count(b" ready.") if self.log_path.exists() else 0
         log = self.log_path.open("ab")
