@@ -384,7 +384,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 # The client address as the throttles read it (HUB_NUM_PROXIES), not the proxy's.
 AXES_CLIENT_IP_CALLABLE = "subscriptions.throttles.client_address"
-# subscriptions/admin.py registers axes' models itself, so that every admin action names its permissions.
+# subscriptions/admin/logins.py registers axes' models itself, so that every admin action names its permissions.
 AXES_ENABLE_ADMIN = False
 # No "AXES: BEGIN" banner from every process at start (it would precede a command's own
 # output); failed logins and lockouts are still logged.

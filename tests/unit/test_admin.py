@@ -275,7 +275,7 @@ def test_unfiltered_list_counts_from_postgresql_statistics_not_count(admin_clien
     # given statistics for the table, and a threshold every table passes
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE subscriptions_delivery")
-    monkeypatch.setattr(hub_admin, "EXACT_COUNT_BELOW", 0)
+    monkeypatch.setattr(hub_admin.base, "EXACT_COUNT_BELOW", 0)
 
     # when the unfiltered list renders
     with CaptureQueriesContext(connection) as queries:

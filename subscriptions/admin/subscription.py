@@ -1,0 +1,238 @@
+"""Subscriptions: state, lease, figures and recent deliveries; pause, resume, retry and expire, as list actions
+and as buttons on the change page."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.timesince import timesince, timeuntil
+
+from subscriptions import ratelimit, selectors, services
+from subscriptions.admin.base import ReadOnlyAdmin
+from subscriptions.admin.display import (
+    DELIVERY_TABLE_FIELDS,
+    can_retry_deliveries,
+    deliveries_table,
+    delivery_list_url,
+    when,
+)
+from subscriptions.models import Delivery, Subscription
+
+# Deliveries listed on a subscription's page; the rest are one link away.
+RECENT_DELIVERIES = 20
+
+
+class ExpiryFilter(admin.SimpleListFilter):
+    title = "lease"
+    parameter_name = "lease"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("live", "Live"), ("expired", "Expired (awaiting removal)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in ("live", "expired"):
+            return selectors.subscriptions_list(among=queryset, expired=self.value() == "expired")
+        return queryset
+
+
+class SubscriptionAdminForm(forms.ModelForm):
+    class Meta:
+        model = Subscription
+        fields = ["rate_limit", "standard_webhooks"]
+
+    def clean_rate_limit(self) -> str:
+        value = (self.cleaned_data.get("rate_limit") or "").strip()
+        try:
+            ratelimit.parse_rate(value)
+        except ratelimit.InvalidRate as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return value
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(ReadOnlyAdmin):
+    form = SubscriptionAdminForm
+    list_display = ["id", "topic", "callback", "state", "has_secret", "consecutive_failures", "lease_remaining"]
+    list_filter = ["state", ExpiryFilter]
+    search_fields = ["topic", "callback"]
+    exclude = ["secret"]
+    fieldsets = [
+        (None, {"fields": ["topic", "topic_key", "callback", "created_at", "updated_at"]}),
+        (
+            "State and lease",
+            {
+                "fields": [
+                    "state",
+                    "pause_reason",
+                    "paused_at",
+                    "resume_after",
+                    "lease_remaining",
+                    "expires_at",
+                    "lease_seconds",
+                    "verified_at",
+                ]
+            },
+        ),
+        (
+            "Delivery",
+            {
+                "fields": [
+                    "secret_set",
+                    "rate_limit",
+                    "standard_webhooks",
+                    "figures",
+                    "last_success",
+                    "last_failure",
+                    "consecutive_failures",
+                ]
+            },
+        ),
+        ("Recent deliveries", {"fields": ["recent_deliveries"]}),
+    ]
+    readonly_fields = [
+        field
+        for _, options in fieldsets
+        for field in options["fields"]
+        if field not in ("rate_limit", "standard_webhooks")
+    ]
+    actions = ["retry_failed", "pause", "resume", "expire_now"]
+    # The actions the change page offers as buttons (the same methods as the list's actions).
+    object_actions = {
+        "retry_failed": "Retry failed deliveries",
+        "pause": "Pause",
+        "resume": "Resume",
+        "expire_now": "Expire now",
+    }
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Only the rate limit is editable (everything else comes from the subscriber), and the actions need it.
+        return admin.ModelAdmin.has_change_permission(self, request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return admin.ModelAdmin.has_delete_permission(self, request, obj)
+
+    def get_urls(self) -> list[URLPattern]:
+        extra = [
+            path(
+                "<path:object_id>/act/<str:action>/",
+                self.admin_site.admin_view(self.object_action_view),
+                name="subscriptions_subscription_act",
+            )
+        ]
+        return extra + super().get_urls()
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> object:
+        allowed = self.get_actions(request)
+        buttons = {name: label for name, label in self.object_actions.items() if name in allowed}
+        context = {**(extra_context or {}), "object_actions": buttons}
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    @staticmethod
+    def _figures(obj: Subscription) -> dict[str, object]:
+        # Several fields read the same figures: one pair of queries per page.
+        if not hasattr(obj, "_admin_figures"):
+            obj._admin_figures = selectors.subscription_figures(subscription_id=obj.pk)
+        return obj._admin_figures
+
+    @admin.display(boolean=True, description="secret set")
+    def has_secret(self, obj: Subscription) -> bool:
+        return obj.has_secret
+
+    @admin.display(boolean=True, description="secret set")
+    def secret_set(self, obj: Subscription) -> bool:
+        return obj.has_secret
+
+    @admin.display(description="lease remaining", ordering="expires_at")
+    def lease_remaining(self, obj: Subscription) -> str:
+        now = timezone.now()
+        if obj.expires_at <= now:
+            return f"expired {timesince(obj.expires_at, now)} ago (awaiting removal)"
+        return timeuntil(obj.expires_at, now)
+
+    @admin.display(description="deliveries")
+    def figures(self, obj: Subscription) -> SafeString:
+        figures = self._figures(obj)
+        return format_html(
+            '{} delivered, <a href="{}">{} failed</a>, {} pending',
+            figures["delivered"],
+            delivery_list_url(subscription__id__exact=obj.pk, status__exact=Delivery.Status.FAILED),
+            figures["failed"],
+            figures["pending"],
+        )
+
+    @admin.display(description="last success")
+    def last_success(self, obj: Subscription) -> str:
+        last = self._figures(obj)["last_success_at"]
+        return when(last) if last else "never"
+
+    @admin.display(description="last failure")
+    def last_failure(self, obj: Subscription) -> str:
+        if obj.last_failure_at is None:
+            return "never"
+        return f"{when(obj.last_failure_at)}: {obj.last_failure_reason or 'no reason recorded'}"
+
+    @admin.display(description="recent deliveries")
+    def recent_deliveries(self, obj: Subscription) -> SafeString:
+        rows = list(
+            selectors.deliveries_list(subscription_id=obj.pk)
+            .order_by("-id")
+            .only(*DELIVERY_TABLE_FIELDS)[:RECENT_DELIVERIES]
+        )
+        return format_html(
+            '{}<p><a href="{}">All deliveries of this subscription</a></p>',
+            deliveries_table(rows, subscriber_column=False),
+            delivery_list_url(subscription__id__exact=obj.pk),
+        )
+
+    def has_retry_failed_permission(self, request: HttpRequest) -> bool:
+        # It requeues the subscriptions' deliveries, so it takes what the delivery list's retry takes as well.
+        return self.has_change_permission(request) and can_retry_deliveries(request)
+
+    @admin.action(description="Retry the failed deliveries of the selected subscriptions", permissions=["retry_failed"])
+    def retry_failed(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = services.deliveries_replay(selectors.deliveries_failed(subscriptions=queryset))
+        self.message_user(request, f"{count} failed deliveries sent again.", messages.SUCCESS)
+
+    @admin.action(description="Pause the selected subscriptions", permissions=["change"])
+    def pause(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = 0
+        for subscription in queryset:
+            services.subscription_pause(subscription=subscription)
+            count += 1
+        self.message_user(request, f"{count} subscriptions paused.", messages.SUCCESS)
+
+    @admin.action(description="Resume the selected subscriptions (and send what waited)", permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet) -> None:
+        released = sum(services.subscription_resume(subscription=s) for s in queryset)
+        self.message_user(request, f"Resumed; {released} waiting deliveries sent.", messages.SUCCESS)
+
+    @admin.action(description="Expire the selected subscriptions now", permissions=["change"])
+    def expire_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = services.subscriptions_expire_now(subscriptions=queryset)
+        self.message_user(
+            request, f"{count} subscriptions expired; the next expiry run removes them.", messages.SUCCESS
+        )
+
+    def object_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponseRedirect:
+        """One of the list's actions applied to one subscription, from a button on its change page."""
+        # Only an action the list would offer this user: get_actions applies each action's `permissions`.
+        if request.method != "POST" or action not in self.object_actions or action not in self.get_actions(request):
+            raise PermissionDenied
+        subscription = get_object_or_404(self.get_queryset(request), pk=object_id)
+        if not self.has_change_permission(request, subscription):
+            raise PermissionDenied
+        getattr(self, action)(request, Subscription.objects.filter(pk=subscription.pk))
+        return HttpResponseRedirect(reverse("admin:subscriptions_subscription_change", args=[subscription.pk]))
+
+    def save_model(self, request: HttpRequest, obj: Subscription, form: object, change: bool) -> None:
+        services.subscription_update(
+            subscription=obj, rate_limit=obj.rate_limit, standard_webhooks=obj.standard_webhooks
+        )
