@@ -166,6 +166,42 @@ def subscription_figures(*, subscription_id: int) -> dict[str, object]:
     return {**counts, "last_success_at": last}
 
 
+# A failed delivery whose last answer was a 4xx other than 408 (timeout) and 429 (slow down):
+# the subscriber refused that message, and will most likely refuse it again.
+LIKELY_REFUSED = (Q(last_status_code__gte=400) & Q(last_status_code__lt=500)) & ~Q(last_status_code__in=[408, 429])
+# Paused subscriptions a replay names (the rest are counted).
+REPLAY_PAUSED_SHOWN = 20
+
+
+class ReplayOutlook(NamedTuple):
+    """What replaying a set of deliveries will do, told before it is done."""
+
+    failed: int  # the dead letters in the set: what a replay sends
+    refused: int  # of those, failed with a 4xx other than 408/429: likely to fail again
+    refused_codes: list[int]  # their status codes, fewest first
+    held: int  # of those, deliveries of a paused subscription: they wait for its resume
+    paused_subscriptions: list[int]  # the paused subscriptions' ids (up to REPLAY_PAUSED_SHOWN)
+
+
+def replay_outlook(deliveries: QuerySet[Delivery]) -> ReplayOutlook:
+    """How many of `deliveries` a replay sends, how many will likely be refused again, how many will wait.
+
+    Three queries whatever the set's size: the counts, the refused status codes, the paused subscriptions.
+    """
+    failed = deliveries.filter(status=Delivery.Status.FAILED).order_by()
+    paused = Q(subscription__state=Subscription.State.PAUSED)
+    counts = failed.aggregate(
+        failed=Count("id"), refused=Count("id", filter=LIKELY_REFUSED), held=Count("id", filter=paused)
+    )
+    codes = sorted(
+        failed.filter(LIKELY_REFUSED).values_list("last_status_code", flat=True).distinct()[:REPLAY_PAUSED_SHOWN]
+    )
+    paused_ids = sorted(
+        failed.filter(paused).values_list("subscription_id", flat=True).distinct()[:REPLAY_PAUSED_SHOWN]
+    )
+    return ReplayOutlook(counts["failed"], counts["refused"], codes, counts["held"], paused_ids)
+
+
 # A subscription's newest deliveries searched for its last failed attempt, and the most
 # waiting deliveries counted exactly: the status page stays bounded at any table size.
 STATUS_FAILURE_SCAN = 500

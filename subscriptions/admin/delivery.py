@@ -2,14 +2,18 @@
 
 import uuid
 
-from django.contrib import admin, messages
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.safestring import SafeString
 
-from subscriptions import services
 from subscriptions.admin.base import ReadOnlyAdmin
 from subscriptions.admin.display import admin_link, can_retry_deliveries
+from subscriptions.admin.replay import replay
 from subscriptions.models import (
     ATTEMPT_FIELDS,
     DELIVERY_OUTCOME_FIELDS,
@@ -74,6 +78,29 @@ class DeliveryAdmin(ReadOnlyAdmin):
         return can_retry_deliveries(request)
 
     @admin.action(description="Retry the selected failed deliveries", permissions=["retry"])
-    def retry(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = services.deliveries_replay(queryset)
-        self.message_user(request, f"{count} failed deliveries sent again.", messages.SUCCESS)
+    def retry(self, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
+        return replay(self, request, queryset, what="The selected deliveries")
+
+    def get_urls(self) -> list[URLPattern]:
+        extra = [
+            path(
+                "<path:object_id>/retry/",
+                self.admin_site.admin_view(self.retry_view),
+                name="subscriptions_delivery_retry",
+            )
+        ]
+        return extra + super().get_urls()
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> object:
+        context = {**(extra_context or {}), "can_retry": self.has_retry_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The delivery page's Retry button: the list's retry of this one delivery, confirmation step included."""
+        if request.method != "POST" or not self.has_retry_permission(request):
+            raise PermissionDenied
+        delivery = get_object_or_404(self.get_queryset(request), pk=object_id)
+        response = replay(self, request, Delivery.objects.filter(pk=delivery.pk), what=f"Delivery #{delivery.pk}")
+        return response or HttpResponseRedirect(reverse("admin:subscriptions_delivery_change", args=[delivery.pk]))

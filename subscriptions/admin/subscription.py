@@ -5,8 +5,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -22,6 +23,7 @@ from subscriptions.admin.display import (
     delivery_list_url,
     when,
 )
+from subscriptions.admin.replay import replay
 from subscriptions.models import Delivery, Subscription
 
 # Deliveries listed on a subscription's page; the rest are one link away.
@@ -197,9 +199,9 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         return self.has_change_permission(request) and can_retry_deliveries(request)
 
     @admin.action(description="Retry the failed deliveries of the selected subscriptions", permissions=["retry_failed"])
-    def retry_failed(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = services.deliveries_replay(selectors.deliveries_failed(subscriptions=queryset))
-        self.message_user(request, f"{count} failed deliveries sent again.", messages.SUCCESS)
+    def retry_failed(self, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
+        deliveries = selectors.deliveries_failed(subscriptions=queryset)
+        return replay(self, request, deliveries, what="The failed deliveries of the selected subscriptions")
 
     @admin.action(description="Pause the selected subscriptions", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -221,7 +223,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
             request, f"{count} subscriptions expired; the next expiry run removes them.", messages.SUCCESS
         )
 
-    def object_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponseRedirect:
+    def object_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
         """One of the list's actions applied to one subscription, from a button on its change page."""
         # Only an action the list would offer this user: get_actions applies each action's `permissions`.
         if request.method != "POST" or action not in self.object_actions or action not in self.get_actions(request):
@@ -229,8 +231,11 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         subscription = get_object_or_404(self.get_queryset(request), pk=object_id)
         if not self.has_change_permission(request, subscription):
             raise PermissionDenied
-        getattr(self, action)(request, Subscription.objects.filter(pk=subscription.pk))
-        return HttpResponseRedirect(reverse("admin:subscriptions_subscription_change", args=[subscription.pk]))
+        # An action may answer with a page of its own (the replay's confirmation step).
+        response = getattr(self, action)(request, Subscription.objects.filter(pk=subscription.pk))
+        return response or HttpResponseRedirect(
+            reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
+        )
 
     def save_model(self, request: HttpRequest, obj: Subscription, form: object, change: bool) -> None:
         services.subscription_update(

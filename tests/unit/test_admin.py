@@ -193,8 +193,8 @@ def test_delivery_list_finds_a_delivery_by_its_x_hub_delivery_uuid(admin_client,
     assert "1 delivery" in page
 
 
-def _act(client: Client, pk: int, action: str) -> None:
-    response = client.post(f"/admin/subscriptions/subscription/{pk}/act/{action}/")
+def _act(client: Client, pk: int, action: str, data: dict | None = None) -> None:
+    response = client.post(f"/admin/subscriptions/subscription/{pk}/act/{action}/", data or {})
     assert response.status_code == 302
     assert response["Location"] == f"/admin/subscriptions/subscription/{pk}/change/"
 
@@ -212,7 +212,8 @@ def test_change_page_buttons_pause_resume_and_retry(admin_client, populated, dja
     count = failed.count()
     # The replay enqueues after commit; this test only looks at the rows.
     with django_capture_on_commit_callbacks(execute=False):
-        _act(admin_client, pk, "retry_failed")
+        # Paused: the replay's confirmation step (its deliveries wait for the resume) is answered.
+        _act(admin_client, pk, "retry_failed", {"replay_confirmed": "yes"})
     assert count and not failed.exists()
 
 
