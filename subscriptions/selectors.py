@@ -269,6 +269,50 @@ def subscription_status(*, topic_key: str, callback: str, now: datetime | None =
     )
 
 
+def subscriptions_recent_figures(*, subscription_ids: list[int], since: datetime) -> dict[int, dict[str, int]]:
+    """Per subscription: its dead letters, and its deliveries last attempted since `since` that succeeded or not.
+
+    One grouped query over the given subscriptions (a list page): the (subscription,
+    status) index for the dead letters, the last-attempt time for the rest.
+    "failing" counts a failed delivery or a pending one whose last attempt failed.
+    """
+    recent = Q(last_attempt_at__gte=since)
+    rows = (
+        Delivery.objects.filter(subscription_id__in=subscription_ids)
+        .filter(Q(status=Delivery.Status.FAILED) | recent)
+        .order_by()
+        .values("subscription_id")
+        .annotate(
+            failed=Count("id", filter=Q(status=Delivery.Status.FAILED)),
+            succeeded=Count("id", filter=recent & Q(status=Delivery.Status.DELIVERED)),
+            failing=Count(
+                "id",
+                filter=recent & (Q(status=Delivery.Status.FAILED) | Q(status=Delivery.Status.PENDING, attempts__gt=0)),
+            ),
+        )
+    )
+    empty = {"failed": 0, "succeeded": 0, "failing": 0}
+    figures = {pk: dict(empty) for pk in subscription_ids}
+    for row in rows:
+        figures[row.pop("subscription_id")] = row
+    return figures
+
+
+def notifications_delivery_counts(*, notification_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Deliveries by status for each notification of a list page: one grouped query on (notification, status)."""
+    statuses = Delivery.Status.values
+    counts = {pk: dict.fromkeys(statuses, 0) for pk in notification_ids}
+    rows = (
+        Delivery.objects.filter(notification_id__in=notification_ids)
+        .order_by()
+        .values_list("notification_id", "status")
+        .annotate(n=Count("id"))
+    )
+    for notification_id, status, n in rows:
+        counts[notification_id][status] = n
+    return counts
+
+
 def delivery_counts(*, notification_id: int) -> dict[str, int]:
     """Deliveries of one notification by status, every status present (zero where none)."""
     statuses = Delivery.Status.values

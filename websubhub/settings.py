@@ -192,6 +192,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# One time format with seconds everywhere the admin shows a time (websubhub/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["websubhub.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"

@@ -1,5 +1,6 @@
 """Cells and tables the hub's admin pages share: times, links to rows, delivery tables."""
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from urllib.parse import urlencode
@@ -16,11 +17,37 @@ from subscriptions.models import Delivery, Notification, Subscription
 
 # Characters of an error message shown in a table cell.
 ERROR_PREVIEW = 80
+# Characters of an error or URL in a list column: one line at 1,400 px (the full text is in the cell's title).
+LIST_PREVIEW = 48
+_TAGS = re.compile(r"<[^>]*>")
+_SPACE = re.compile(r"\s+")
 
 
 def when(value: datetime | None) -> str:
     # Compact, sortable and unambiguous in a table cell.
     return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+
+
+def one_line(text: str) -> str:
+    """Text for a table cell: tags stripped (raw HTML error bodies) and whitespace collapsed to one line."""
+    return _SPACE.sub(" ", _TAGS.sub(" ", text or "")).strip()
+
+
+def shortened(text: str, limit: int = LIST_PREVIEW) -> SafeString | str:
+    """One line of at most `limit` characters; the whole one-line text shows on hover."""
+    line = one_line(text)
+    if not line:
+        return "—"
+    if len(line) <= limit:
+        return line
+    return format_html('<span title="{}">{}</span>', line, Truncator(line).chars(limit))
+
+
+def delivery_status_label(status: str, subscription_state: str | None) -> SafeString:
+    """The status as operators read it: a pending delivery of a paused subscription is held, not in flight."""
+    if status == Delivery.Status.PENDING and subscription_state == Subscription.State.PAUSED:
+        return format_html('<span class="hub-status hub-status-held">{}</span>', "Held (paused)")
+    return format_html('<span class="hub-status hub-status-{}">{}</span>', status, Delivery.Status(status).label)
 
 
 def admin_link(model: type, pk: int | None, text: str | None = None) -> SafeString | str:
@@ -56,10 +83,10 @@ def deliveries_table(rows: Iterable[Delivery], *, subscriber_column: bool) -> Sa
         else:
             values.append(admin_link(Notification, row.notification_id))
         values += [
-            row.get_status_display(),
+            delivery_status_label(row.status, getattr(row, "subscription_state", None)),
             row.attempts,
             row.last_status_code or "—",
-            Truncator(row.last_error).chars(ERROR_PREVIEW) or "—",
+            shortened(row.last_error, ERROR_PREVIEW),
             when(row.last_attempt_at),
             when(row.delivered_at),
         ]

@@ -1,10 +1,12 @@
 """Subscriptions: state, lease, figures and recent deliveries; pause, resume, retry and expire, as list actions
 and as buttons on the change page."""
 
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Value
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -21,26 +23,22 @@ from subscriptions.admin.display import (
     can_retry_deliveries,
     deliveries_table,
     delivery_list_url,
+    shortened,
     when,
 )
+from subscriptions.admin.filters import DeadLettersFilter, ExpiryFilter, SubscriptionTopicFilter
 from subscriptions.admin.replay import replay
 from subscriptions.models import Delivery, Subscription
 
 # Deliveries listed on a subscription's page; the rest are one link away.
 RECENT_DELIVERIES = 20
-
-
-class ExpiryFilter(admin.SimpleListFilter):
-    title = "lease"
-    parameter_name = "lease"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("live", "Live"), ("expired", "Expired (awaiting removal)")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() in ("live", "expired"):
-            return selectors.subscriptions_list(among=queryset, expired=self.value() == "expired")
-        return queryset
+# The list's success rate looks this far back (seconds).
+LIST_RATE_WINDOW_SECONDS = 3600
+# Below this success rate (percent) the list shows the rate as bad.
+ATTENTION_SUCCESS_RATE = 90
+# Characters of a topic or callback, and of a failure reason, in a list column.
+LIST_COLUMN = 36
+LIST_REASON = 24
 
 
 class SubscriptionAdminForm(forms.ModelForm):
@@ -60,8 +58,18 @@ class SubscriptionAdminForm(forms.ModelForm):
 @admin.register(Subscription)
 class SubscriptionAdmin(ReadOnlyAdmin):
     form = SubscriptionAdminForm
-    list_display = ["id", "topic", "callback", "state", "has_secret", "consecutive_failures", "lease_remaining"]
-    list_filter = ["state", ExpiryFilter]
+    # The columns answer "which subscribers are failing right now?" and fit 1,400 px.
+    list_display = [
+        "id",
+        "topic_short",
+        "callback_short",
+        "state_label",
+        "dead_letters",
+        "success_last_hour",
+        "last_failure_short",
+        "lease_left",
+    ]
+    list_filter = ["state", DeadLettersFilter, ExpiryFilter, SubscriptionTopicFilter]
     search_fields = ["topic", "callback"]
     exclude = ["secret"]
     fieldsets = [
@@ -144,9 +152,63 @@ class SubscriptionAdmin(ReadOnlyAdmin):
             obj._admin_figures = selectors.subscription_figures(subscription_id=obj.pk)
         return obj._admin_figures
 
-    @admin.display(boolean=True, description="secret set")
-    def has_secret(self, obj: Subscription) -> bool:
-        return obj.has_secret
+    def get_changelist_instance(self, request: HttpRequest) -> object:
+        """The list page, with each row's figures read in one query for the whole page."""
+        changelist = super().get_changelist_instance(request)
+        rows = list(changelist.result_list)  # evaluated once: the template reuses these objects
+        since = timezone.now() - timedelta(seconds=LIST_RATE_WINDOW_SECONDS)
+        figures = selectors.subscriptions_recent_figures(subscription_ids=[row.pk for row in rows], since=since)
+        for row in rows:
+            row.list_figures = figures[row.pk]
+        return changelist
+
+    @admin.display(description="topic", ordering="topic")
+    def topic_short(self, obj: Subscription) -> SafeString | str:
+        return shortened(obj.topic, LIST_COLUMN)
+
+    @admin.display(description="callback", ordering="callback")
+    def callback_short(self, obj: Subscription) -> SafeString | str:
+        return shortened(obj.callback, LIST_COLUMN)
+
+    @admin.display(description="state", ordering="state")
+    def state_label(self, obj: Subscription) -> SafeString:
+        if obj.expires_at <= timezone.now():
+            return format_html('<span class="hub-status hub-status-expired">{}</span>', "Expired")
+        return format_html('<span class="hub-status hub-status-{}">{}</span>', obj.state, obj.get_state_display())
+
+    @admin.display(description="dead letters")
+    def dead_letters(self, obj: Subscription) -> SafeString | int:
+        failed = obj.list_figures["failed"]
+        if not failed:
+            return 0
+        url = delivery_list_url(subscription__id__exact=obj.pk, status__exact=Delivery.Status.FAILED)
+        return format_html('<a class="hub-dead-letters" href="{}">{}</a>', url, failed)
+
+    @admin.display(description="success (1 h)")
+    def success_last_hour(self, obj: Subscription) -> SafeString | str:
+        succeeded, failing = obj.list_figures["succeeded"], obj.list_figures["failing"]
+        attempted = succeeded + failing
+        if not attempted:
+            return "—"
+        rate = 100 * succeeded / attempted
+        level = "bad" if rate < ATTENTION_SUCCESS_RATE else "good"
+        title = f"{succeeded} of {attempted} deliveries attempted in the last hour succeeded"
+        return format_html(
+            '<span class="hub-rate-{}" title="{}">{}% of {}</span>', level, title, f"{rate:.0f}", attempted
+        )
+
+    @admin.display(description="last failure", ordering="last_failure_at")
+    def last_failure_short(self, obj: Subscription) -> SafeString | str:
+        if obj.last_failure_at is None:
+            return "—"
+        return format_html("{} {}", when(obj.last_failure_at), shortened(obj.last_failure_reason, LIST_REASON))
+
+    @admin.display(description="lease", ordering="expires_at")
+    def lease_left(self, obj: Subscription) -> str:
+        now = timezone.now()
+        if obj.expires_at <= now:
+            return f"ended {timesince(obj.expires_at, now, depth=1)} ago"
+        return timeuntil(obj.expires_at, now, depth=1)
 
     @admin.display(boolean=True, description="secret set")
     def secret_set(self, obj: Subscription) -> bool:
@@ -186,7 +248,8 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         rows = list(
             selectors.deliveries_list(subscription_id=obj.pk)
             .order_by("-id")
-            .only(*DELIVERY_TABLE_FIELDS)[:RECENT_DELIVERIES]
+            .only(*DELIVERY_TABLE_FIELDS)
+            .annotate(subscription_state=Value(obj.state))[:RECENT_DELIVERIES]
         )
         return format_html(
             '{}<p><a href="{}">All deliveries of this subscription</a></p>',
