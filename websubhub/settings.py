@@ -73,7 +73,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with the dashboard as the admin's index (subscriptions/admin_site.py).
+    "subscriptions.admin_site.HubAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -501,3 +502,10 @@ LOGGING = {
         "django.server": {"handlers": [], "propagate": True},
     },
 }
+
+# The admin's dashboard lists a subscription as needing attention when more than this
+# percentage of its deliveries attempted in the last hour failed or are being retried
+# (besides every paused one and every one with new dead letters).
+HUB_ADMIN_ATTENTION_FAILURE_RATE = env.float("HUB_ADMIN_ATTENTION_FAILURE_RATE", default=10.0)
+if not 0 <= HUB_ADMIN_ATTENTION_FAILURE_RATE < 100:
+    raise ImproperlyConfigured("HUB_ADMIN_ATTENTION_FAILURE_RATE must be a percentage from 0 up to (not including) 100")
