@@ -18,7 +18,10 @@ class HubAdminSite(admin.AdminSite):
     def index(self, request: HttpRequest, extra_context: dict | None = None) -> TemplateResponse:
         from subscriptions.admin.dashboard import dashboard_context
 
-        context = {**(extra_context or {}), **dashboard_context(request)}
+        context = dict(extra_context or {})
+        # The dashboard shows subscriptions and deliveries: only to those who may view them.
+        if request.user.has_perms(["subscriptions.view_subscription", "subscriptions.view_delivery"]):
+            context.update(dashboard_context(request), dashboard=True)
         return super().index(request, extra_context=context)
 
 
