@@ -105,6 +105,11 @@ def _pages(ids: dict[str, int]) -> list[str]:
         f"{base}/delivery/?status__exact=failed",
         f"{base}/delivery/?subscription__id__exact={ids['subscription']}",
         f"{base}/delivery/?notification__id__exact={ids['notification']}&status__exact=delivered",
+        # The filters that answer on-call questions (tests/unit/test_admin_lists.py).
+        f"{base}/subscription/?dead_letters=yes&topic_prefix=https://big",
+        f"{base}/delivery/?status__exact=held",
+        f"{base}/delivery/?status_code=5xx&attempted=24h&topic_prefix=https://big",
+        f"{base}/notification/?outcome=failed&published=24h",
         f"{base}/subscription/{ids['subscription']}/change/",
         f"{base}/notification/{ids['notification']}/change/",
         f"{base}/delivery/{ids['delivery']}/change/",
