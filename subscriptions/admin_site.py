@@ -14,6 +14,9 @@ from django.template.response import TemplateResponse
 
 class HubAdminSite(admin.AdminSite):
     index_template = "admin/subscriptions/dashboard.html"
+    # Django's list of models beside every page takes 280 px of 1,400 and hides list columns;
+    # the breadcrumbs and the front page lead to every list.
+    enable_nav_sidebar = False
 
     def index(self, request: HttpRequest, extra_context: dict | None = None) -> TemplateResponse:
         from subscriptions.admin.dashboard import dashboard_context

@@ -36,7 +36,7 @@ CHART_SERIES = [("delivered", "#2a7d2a"), ("retrying", "#e08a00"), ("failed", "#
 ATTENTION_WINDOW_SECONDS = 3600
 ATTENTION_ROWS = 50
 # Characters of a callback, topic or error in the attention table.
-ATTENTION_COLUMN = 40
+ATTENTION_COLUMN = 36
 
 
 def dashboard_context(request: HttpRequest) -> dict[str, object]:

@@ -37,8 +37,8 @@ LIST_RATE_WINDOW_SECONDS = 3600
 # Below this success rate (percent) the list shows the rate as bad.
 ATTENTION_SUCCESS_RATE = 90
 # Characters of a topic or callback, and of a failure reason, in a list column.
-LIST_COLUMN = 36
-LIST_REASON = 24
+LIST_COLUMN = 32
+LIST_REASON = 16
 
 
 class SubscriptionAdminForm(forms.ModelForm):
