@@ -3,6 +3,8 @@
 
 from typing import Any
 
+from subscriptions.api.serializers import CALLBACK_PATTERN, TOPIC_PATTERN
+
 _FORM = "application/x-www-form-urlencoded"
 _TEXT = {"text/plain": {"schema": {"type": "string"}}}
 
@@ -95,8 +97,18 @@ STATUS_OPERATION: dict[str, Any] = {
         "subscribers. HTML by default, JSON with `Accept: application/json`."
     ),
     "parameters": [
-        {"name": "hub.callback", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 2048}},
-        {"name": "hub.topic", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 2048}},
+        {
+            "name": "hub.callback",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "string", "maxLength": 2048, "pattern": CALLBACK_PATTERN},
+        },
+        {
+            "name": "hub.topic",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "string", "maxLength": 2048, "pattern": TOPIC_PATTERN},
+        },
     ],
     "responses": {
         "200": {
