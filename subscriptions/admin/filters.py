@@ -115,7 +115,7 @@ class DeadLettersFilter(admin.SimpleListFilter):
     parameter_name = "dead_letters"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("yes", "Has failed deliveries"), ("no", "None")]
+        return [("yes", "Has failed deliveries"), ("no", "No dead letters")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         failed = Exists(Delivery.objects.filter(subscription_id=OuterRef("pk"), status=Delivery.Status.FAILED))

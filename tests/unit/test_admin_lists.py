@@ -166,6 +166,10 @@ def test_a_list_scoped_through_the_url_says_so_and_can_be_cleared(admin_client, 
     assert 'class="hub-clear-all"' in page and 'href="?"' in page
     assert f'value="{picky.pk}"' in page and "clear subscription" in page  # the sidebar's box holds the scope
     assert "This list is filtered" not in _page(admin_client, DELIVERIES)
+    # a choice reads as the sidebar names it
+    chosen = _page(admin_client, f"{SUBSCRIPTIONS}?state__exact=paused&dead_letters=yes&topic_prefix=UN")
+    assert "state: <strong>Paused</strong> · dead letters: <strong>Has failed deliveries</strong>" in chosen
+    assert "topic prefix: <strong>UN</strong>" in chosen
 
 
 def test_delivery_list_columns_stay_on_one_line_with_the_full_error_on_the_delivery_page(admin_client) -> None:
