@@ -46,6 +46,13 @@ class SubscribeByCallbackHost(_SettingRateThrottle):
     setting = "HUB_THROTTLE_SUBSCRIBE"
 
 
+class StatusByAddress(_SettingRateThrottle):
+    """The subscriber status page, at the subscribe rate, counted apart from subscribe requests."""
+
+    scope = "status-address"
+    setting = "HUB_THROTTLE_SUBSCRIBE"
+
+
 class PublishByClient(_SettingRateThrottle):
     scope = "publish"
     setting = "HUB_THROTTLE_PUBLISH"
@@ -102,3 +109,7 @@ def subscribe_wait(request: HttpRequest, callback: str) -> float | None:
 
 def publish_wait(request: HttpRequest) -> float | None:
     return wait_if_throttled(request, [PublishByClient()])
+
+
+def status_wait(request: HttpRequest) -> float | None:
+    return wait_if_throttled(request, [StatusByAddress()])

@@ -73,7 +73,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with the dashboard as the admin's index (subscriptions/admin_site.py).
+    "subscriptions.admin_site.HubAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -197,6 +198,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# One time format with seconds everywhere the admin shows a time (websubhub/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["websubhub.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
@@ -421,7 +424,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 # The client address as the throttles read it (HUB_NUM_PROXIES), not the proxy's.
 AXES_CLIENT_IP_CALLABLE = "subscriptions.throttles.client_address"
-# subscriptions/admin.py registers axes' models itself, so that every admin action names its permissions.
+# subscriptions/admin/logins.py registers axes' models itself, so that every admin action names its permissions.
 AXES_ENABLE_ADMIN = False
 # No "AXES: BEGIN" banner from every process at start (it would precede a command's own
 # output); failed logins and lockouts are still logged.
@@ -557,3 +560,10 @@ LOGGING = {
         "django.server": {"handlers": [], "propagate": True},
     },
 }
+
+# The admin's dashboard lists a subscription as needing attention when more than this
+# percentage of its deliveries attempted in the last hour failed or are being retried
+# (besides every paused one and every one with new dead letters).
+HUB_ADMIN_ATTENTION_FAILURE_RATE = env.float("HUB_ADMIN_ATTENTION_FAILURE_RATE", default=10.0)
+if not 0 <= HUB_ADMIN_ATTENTION_FAILURE_RATE < 100:
+    raise ImproperlyConfigured("HUB_ADMIN_ATTENTION_FAILURE_RATE must be a percentage from 0 up to (not including) 100")

@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from subscriptions import health, metrics
 from subscriptions.hub import hub_endpoint
+from subscriptions.status_page import subscription_status_page
 
 urlpatterns = [
     # WebSub (§5.1): the same handler with and without a trailing slash, never a redirect.
@@ -11,6 +12,9 @@ urlpatterns = [
     # The original system's name for the same endpoint.
     path("subscriptions", hub_endpoint),
     path("subscriptions/", hub_endpoint),
+    # A subscriber's own view of its subscription (README, Subscriber status page).
+    path("hub/status", subscription_status_page, name="hub-status"),
+    path("hub/status/", subscription_status_page),
     path("api/", include("subscriptions.api.urls")),
     path("admin/", admin.site.urls),
     # Load balancers and scrapers are configured both ways: answer with and without the slash.

@@ -1,6 +1,9 @@
-"""Parts of the OpenAPI document that DRF cannot infer: the WebSub endpoint (a plain Django view)."""
+"""Parts of the OpenAPI document that DRF cannot infer: the WebSub endpoint and the subscriber status page
+(plain Django views)."""
 
 from typing import Any
+
+from subscriptions.api.serializers import CALLBACK_PATTERN, TOPIC_PATTERN
 
 _FORM = "application/x-www-form-urlencoded"
 _TEXT = {"text/plain": {"schema": {"type": "string"}}}
@@ -69,9 +72,80 @@ WEBSUB_OPERATION: dict[str, Any] = {
 }
 
 
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_TIME = {**_TIME, "nullable": True}
+_REFUSAL = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string"},
+        "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+    },
+}
+
+
+def _status_answer(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {**_TEXT, "application/json": {"schema": _REFUSAL}}}
+
+
+STATUS_OPERATION: dict[str, Any] = {
+    "operationId": "websub_subscription_status",
+    "tags": ["websub"],
+    "summary": "A subscriber's own subscription status (open, throttled like subscribe)",
+    "description": (
+        "The subscription of hub.callback to hub.topic: state, lease expiry, last successful delivery, last "
+        "failure (time, status code) and the number of deliveries waiting. Never content, secrets or other "
+        "subscribers. HTML by default, JSON with `Accept: application/json`."
+    ),
+    "parameters": [
+        {
+            "name": "hub.callback",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "string", "maxLength": 2048, "pattern": CALLBACK_PATTERN},
+        },
+        {
+            "name": "hub.topic",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "string", "maxLength": 2048, "pattern": TOPIC_PATTERN},
+        },
+    ],
+    "responses": {
+        "200": {
+            "description": "the subscription's status",
+            "content": {
+                "text/html": {"schema": {"type": "string"}},
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "topic": {"type": "string"},
+                            "callback": {"type": "string"},
+                            "state": {"type": "string", "enum": ["active", "paused", "expired"]},
+                            "paused_at": _NULLABLE_TIME,
+                            "lease_expires_at": _TIME,
+                            "last_delivered_at": _NULLABLE_TIME,
+                            "last_failure_at": _NULLABLE_TIME,
+                            "last_failure_status_code": {"type": "integer", "nullable": True},
+                            "last_failure_error": {"type": "string"},
+                            "deliveries_waiting": {"type": "integer"},
+                            "deliveries_waiting_capped": {"type": "boolean"},
+                        },
+                    }
+                },
+            },
+        },
+        "400": _status_answer("hub.callback or hub.topic missing, repeated or invalid; the body says which"),
+        "404": _status_answer("no subscription of this callback to this topic"),
+        "429": _status_answer("throttled (HUB_THROTTLE_SUBSCRIBE); see Retry-After"),
+    },
+}
+
+
 def add_websub_endpoint(result: dict[str, Any], generator: object, request: object, public: bool) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook: describe POST /hub by hand."""
+    """drf-spectacular postprocessing hook: describe POST /hub and GET /hub/status by hand."""
     result.setdefault("paths", {})["/hub"] = {"post": WEBSUB_OPERATION}
+    result["paths"]["/hub/status"] = {"get": STATUS_OPERATION}
     tags = result.setdefault("tags", [])
     if not any(tag.get("name") == "websub" for tag in tags):
         tags.append({"name": "websub", "description": "The WebSub endpoint (W3C Recommendation)"})

@@ -11,38 +11,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from subscriptions.models import Delivery, Notification, Subscription
+from tests.support.browser import BROWSER_TIMEOUT_MS, CHROMIUM, CHROMIUM_ARGS, sync_playwright_or_skip
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# Milliseconds Playwright waits for a page or an element.
-BROWSER_TIMEOUT_MS = 30_000
 PASSWORD = "browser-smoke-test-password-71c2"
 SECRET = "browser-smoke-test-secret-never-shown"
 DELIVERIES = 3
 
 
 def _sync_playwright():  # -> playwright's context manager factory, or a skip
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no browser: {CHROMIUM} is missing (.ci/run installs Debian's chromium with apt-get)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        pytest.skip(f"playwright cannot be imported ({exc}); it is pinned in requirements-dev.txt")
-    return sync_playwright
+    return sync_playwright_or_skip()
 
 
 @dataclass

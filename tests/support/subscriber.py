@@ -57,6 +57,8 @@ class Subscriber:
         # Planned answers per path, consumed one per POST (a status or an Answer); then 204.
         self.post_statuses: dict[str, list[int | Answer]] = {}
         self.post_delay: dict[str, float] = {}
+        # Answers chosen per POST by its content (a status or an Answer), for paths without planned answers.
+        self.post_rule: dict[str, Callable[[Received], int | Answer]] = {}
         self.content: dict[str, tuple[bytes, str]] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -146,7 +148,8 @@ class Subscriber:
                     time.sleep(delay)
                 with subscriber.lock:
                     queue = subscriber.post_statuses.get(item.path)
-                    planned = queue.pop(0) if queue else 204
+                    rule = subscriber.post_rule.get(item.path)
+                    planned = queue.pop(0) if queue else rule(item) if rule else 204
                 answer = planned if isinstance(planned, Answer) else Answer(status=planned)
                 if answer.delay:
                     time.sleep(answer.delay)

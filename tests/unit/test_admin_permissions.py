@@ -116,5 +116,8 @@ def test_retrying_a_subscriptions_deliveries_also_needs_the_delivery_change_perm
     operator = _staff("operator", "view_subscription", "change_subscription", "change_delivery")
     assert "retry_failed" in _offered(operator, SUBSCRIPTION_LIST)
     with django_capture_on_commit_callbacks(execute=False):
-        assert operator.post(f"{SUBSCRIPTION_LIST}{pk}/act/retry_failed/").status_code == 302
+        # The subscription is paused now: the replay asks first (its deliveries would wait), then runs.
+        assert operator.post(f"{SUBSCRIPTION_LIST}{pk}/act/retry_failed/").status_code == 200
+        confirmed = {"replay_confirmed": "yes"}
+        assert operator.post(f"{SUBSCRIPTION_LIST}{pk}/act/retry_failed/", confirmed).status_code == 302
     assert Delivery.objects.get(pk=failed.pk).status == Delivery.Status.PENDING
