@@ -627,11 +627,12 @@ class Bench:
         if "default_layout" not in self.details:
             code = (
                 "from django.conf import settings; "
-                "print(settings.CELERY_WORKER_POOL, settings.CELERY_WORKER_CONCURRENCY or 0)"
+                "print(settings.CELERY_WORKER_POOL, settings.CELERY_WORKER_CONCURRENCY or 0, "
+                "settings.HUB_WORKER_PROCESSES)"
             )
             words = run_checked([PY, "-c", code], self.hub_env()).split()
-            pool, concurrency = words[-2], int(words[-1]) or os.cpu_count() or 1
-            self.details["default_layout"] = {"pool": pool, "concurrency": concurrency}
+            pool, concurrency = words[-3], int(words[-2]) or os.cpu_count() or 1
+            self.details["default_layout"] = {"pool": pool, "concurrency": concurrency, "processes": int(words[-1])}
         layout = self.details["default_layout"]
         return layout["pool"], layout["concurrency"]
 
@@ -642,11 +643,28 @@ class Bench:
         return f"default ({pool}:{concurrency} from the hub's settings)"
 
     def ceiling_layout(self, spec: str) -> tuple[str, str]:
-        """The ceiling app's layout for a hub layout, and a note when it is not the same."""
+        """The ceiling app's layout for a hub layout, and a note when it is not the same.
+
+        A hub worker with the threads pool runs as HUB_WORKER_PROCESSES processes
+        (websubhub/siblings.py): the ceiling app then runs as many instances of
+        the same pool and concurrency, so both use the same processes.
+        """
+        self.default_layout()
+        processes = self.details["default_layout"]["processes"]
         if spec != DEFAULT_LAYOUT:
+            pool, concurrency, instances = parse_pool(spec)
+            if pool == "threads" and instances == 1 and processes > 1:
+                return f"threads:{concurrency}x{processes}", (
+                    f"the hub's threads worker runs as HUB_WORKER_PROCESSES={processes} processes: "
+                    f"the ceiling app as {processes} instances"
+                )
             return spec, ""
         pool, concurrency = self.default_layout()
         if pool in CEILING_POOLS:
+            if pool == "threads" and processes > 1:
+                return f"threads:{concurrency}x{processes}", (
+                    f"HUB_WORKER_PROCESSES={processes}: the ceiling app as {processes} instances"
+                )
             return f"{pool}:{concurrency}", ""
         fallback = f"prefork:{(os.cpu_count() or 1) * 4}"
         return fallback, f"the default pool {pool!r} is not one the ceiling app can use: ceiling runs {fallback}"

@@ -160,7 +160,7 @@ class Delivery(TimeStamped):
     # Whether a broker message for this delivery exists (sent, possibly with a
     # short countdown). False: it waits in the database alone (a long retry wait,
     # or parked) and hub.enqueue_due sends it when due_at comes.
-    queued = models.BooleanField(default=True)
+    queued = models.BooleanField(default=True, db_default=True)
     # 0 for the delivery spread made; n for the n-th replay of the notification to the
     # subscription (POST /api/subscriptions/<id>/replay), a new delivery with its own uuid.
     replay = models.PositiveIntegerField(
