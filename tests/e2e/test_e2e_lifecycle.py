@@ -5,7 +5,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from subscriptions import services
@@ -72,24 +72,27 @@ def test_a_replayed_window_arrives_again_as_new_deliveries_signed_with_the_curre
 
 def test_a_purge_runs_beside_live_deliveries_and_leaves_pending_ones(hub, subscriber: Subscriber) -> None:
     # given 3,000 settled deliveries of 60 notifications published 40 days ago, and one still pending
-    old_subscription = SubscriptionFactory(topic="archive", callback="https://archive.example/cb")
-    old = Notification.objects.bulk_create(
-        Notification(topic="archive", content=b"{}", content_type="application/json", spread_at=timezone.now())
-        for _ in range(61)
-    )
-    Notification.objects.filter(pk__in=[n.pk for n in old]).update(created_at=timezone.now() - timedelta(days=40))
-    callbacks = [f"https://archive.example/cb/{n}" for n in range(50)]
-    rows = Delivery.objects.bulk_create(
-        Delivery(notification=n, callback=c, status=Delivery.Status.DELIVERED) for n in old[:60] for c in callbacks
-    )
-    DeliveryAttempt.objects.bulk_create(
-        DeliveryAttempt(delivery=d, number=1, started_at=timezone.now() - timedelta(days=40), duration_ms=3)
-        for d in rows
-    )
-    kept = Delivery.objects.create(
-        notification=old[60], subscription=old_subscription, callback=old_subscription.callback,
-        due_at=timezone.now() + timedelta(days=1),
-    )  # fmt: skip
+    # (in one transaction: a purge running meanwhile must never see the old notifications without their
+    # deliveries; the tests' workers run no purge of their own, HUB_RETENTION_DAYS=0 in WORKER_ENV)
+    with transaction.atomic():
+        old_subscription = SubscriptionFactory(topic="archive", callback="https://archive.example/cb")
+        old = Notification.objects.bulk_create(
+            Notification(topic="archive", content=b"{}", content_type="application/json", spread_at=timezone.now())
+            for _ in range(61)
+        )
+        Notification.objects.filter(pk__in=[n.pk for n in old]).update(created_at=timezone.now() - timedelta(days=40))
+        callbacks = [f"https://archive.example/cb/{n}" for n in range(50)]
+        rows = Delivery.objects.bulk_create(
+            Delivery(notification=n, callback=c, status=Delivery.Status.DELIVERED) for n in old[:60] for c in callbacks
+        )
+        DeliveryAttempt.objects.bulk_create(
+            DeliveryAttempt(delivery=d, number=1, started_at=timezone.now() - timedelta(days=40), duration_ms=3)
+            for d in rows
+        )
+        kept = Delivery.objects.create(
+            notification=old[60], subscription=old_subscription, callback=old_subscription.callback,
+            due_at=timezone.now() + timedelta(days=1),
+        )  # fmt: skip
     SubscriptionFactory(topic="live", callback=subscriber.url("/live"))
     # when the purge runs, in small batches, while 20 notifications are published and delivered
     counts: list[services.PurgeCounts] = []

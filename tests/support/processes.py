@@ -39,6 +39,8 @@ WORKER_ENV = {
     "HUB_BROKER_MAX_COUNTDOWN": "1",
     # One process, so that a test sees and kills the whole worker (test_e2e_siblings.py runs several).
     "HUB_WORKER_PROCESSES": "1",
+    # No purge by the worker's beat: the tests that purge call it themselves and count what it removed.
+    "HUB_RETENTION_DAYS": "0",
     "HUB_ALLOW_PRIVATE_ADDRESSES": "true",
 }
 WORKER_READY_TIMEOUT = 60
