@@ -5,20 +5,22 @@ Bind address and worker count stay on the command line.
 
 import logging
 import os
-from pathlib import Path
 
-from websubhub.logformat import LOG_FORMATTERS, log_format
+from websubhub.hub_settings import environment_value
+from websubhub.logformat import LOG_FORMATTERS
 
 # Threads per web worker: a request spends much of its time waiting on
 # PostgreSQL and Redis, so each worker process serves several at once
 # (bench/RESULTS.md, scenario 5). HUB_WEB_THREADS=1 gives the plain sync worker.
-threads = int(os.environ.get("HUB_WEB_THREADS", "4"))
+# Gunicorn reads this file before Django starts: HUB_* values are read with their
+# declarations (websubhub/hub_settings.py), so a wrong one fails here as in Django.
+threads = environment_value("HUB_WEB_THREADS")
 worker_class = "gthread" if threads > 1 else "sync"
 
 # Gunicorn's own lines (its error log and the access log) in the hub's format
 # (HUB_LOG_FORMAT, websubhub/logformat.py): "time level logger message" in plain
 # text, one JSON object per line in json; to standard error like every other line.
-_log_format = log_format(os.environ.get("HUB_LOG_FORMAT") or "plain")
+_log_format = environment_value("HUB_LOG_FORMAT")
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -35,9 +37,9 @@ logconfig_dict = {
 
 # Gunicorn's control socket (gunicornc) defaults to ~/.gunicorn/gunicorn.ctl, one
 # path for every instance of a user: a second hub on the machine would take it
-# over. Each hub keeps its own under its var directory (settings.VAR_DIR, same
-# default). https://gunicorn.org/reference/settings/#control_socket
-control_socket = str(Path(os.environ.get("HUB_VAR_DIR") or Path(__file__).resolve().parent / "var") / "gunicorn.ctl")
+# over. Each hub keeps its own under its var directory (HUB_VAR_DIR).
+# https://gunicorn.org/reference/settings/#control_socket
+control_socket = str(environment_value("HUB_VAR_DIR") / "gunicorn.ctl")
 
 
 def post_worker_init(worker: object) -> None:
@@ -49,10 +51,10 @@ def post_worker_init(worker: object) -> None:
 def child_exit(server: object, worker: object) -> None:
     """A web worker ended: drop its live-gauge metric files (prometheus_client multiprocess bookkeeping)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "websubhub.settings")
-    from django.conf import settings
+    from websubhub.hub_settings import hub_settings
 
     # The master counts nothing itself, so prometheus_client's mode here does not matter: the directory is given.
-    path = str(settings.HUB_METRICS_DIR)
+    path = str(hub_settings.HUB_METRICS_DIR)
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid, path)  # type: ignore[attr-defined]

@@ -1,7 +1,6 @@
 from pathlib import Path
 
 from django.apps import AppConfig
-from django.core import checks
 
 
 class SubscriptionsConfig(AppConfig):
@@ -9,7 +8,6 @@ class SubscriptionsConfig(AppConfig):
     verbose_name = "WebSub hub"
 
     def ready(self) -> None:
-        checks.register(check_settings)
         make_state_dirs()
 
 
@@ -27,17 +25,3 @@ def make_state_dirs() -> None:
     Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
     Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
     use_metrics_dir()
-
-
-def check_settings(**kwargs: object) -> list[checks.CheckMessage]:
-    """Settings that are read lazily are still checked at start-up (`manage.py check`, runserver, worker)."""
-    from django.conf import settings
-
-    from subscriptions import ratelimit
-
-    errors: list[checks.CheckMessage] = []
-    try:
-        ratelimit.parse_rate(settings.HUB_CALLBACK_RATE_LIMIT)
-    except ratelimit.InvalidRate as exc:
-        errors.append(checks.Error(f"HUB_CALLBACK_RATE_LIMIT: {exc}", id="websubhub.E001"))
-    return errors

@@ -21,11 +21,11 @@ from http.client import HTTPException
 from typing import Any
 
 import requests
-from django.conf import settings
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
 from subscriptions import netguard
+from websubhub.hub_settings import hub_settings
 
 USER_AGENT = "websubhub/1.0 (+https://www.w3.org/TR/websub/)"
 # Connections kept alive per callback host; enough for a worker's threads.
@@ -79,7 +79,7 @@ def new_session() -> requests.Session:
 
 def total_timeout() -> float:
     """Seconds one outbound request may take from start to last byte read."""
-    return settings.HUB_HTTP_TOTAL_TIMEOUT
+    return hub_settings.HUB_HTTP_TOTAL_TIMEOUT
 
 
 def timeout() -> tuple[float, float]:
@@ -90,7 +90,7 @@ def timeout() -> tuple[float, float]:
     watchdog can see the connection's socket.
     """
     total = total_timeout()
-    return (min(settings.HUB_HTTP_CONNECT_TIMEOUT, total), min(settings.HUB_HTTP_READ_TIMEOUT, total))
+    return (min(hub_settings.HUB_HTTP_CONNECT_TIMEOUT, total), min(hub_settings.HUB_HTTP_READ_TIMEOUT, total))
 
 
 def request(method: str, url: str, *, body_limit: int | Callable[[int], int], **kwargs: Any) -> Reply:

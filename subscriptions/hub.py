@@ -7,11 +7,11 @@ taken, a 4xx saying what is wrong otherwise.
 import math
 from urllib.parse import parse_qsl
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from subscriptions import services, throttles
+from websubhub.hub_settings import hub_settings
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 # A WebSub request has a handful of fields (a publish ping up to
@@ -116,5 +116,5 @@ def hub_endpoint(request: HttpRequest) -> HttpResponse:
     return _text(
         202,
         f"Accepted: {mode} request {subscription_request.pk} will be verified with the callback "
-        f"(hub at {settings.HUB_URL}).",
+        f"(hub at {hub_settings.HUB_URL}).",
     )

@@ -2,12 +2,12 @@ import io
 import logging
 from collections.abc import Callable
 
-from django.conf import settings
 from django.core.handlers.wsgi import LimitedStream, WSGIRequest
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from subscriptions.api.errors import refusal_body
+from websubhub.hub_settings import hub_settings
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class RequestSizeLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        limit = settings.HUB_MAX_REQUEST_BYTES
+        limit = hub_settings.HUB_MAX_REQUEST_BYTES
         if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower() and isinstance(request, WSGIRequest):
             refusal = _read_chunked(request, limit)
             if refusal is not None:

@@ -13,6 +13,16 @@ Two layers, both needed:
 
 Both are switched off by `HUB_ALLOW_PRIVATE_ADDRESSES` (development and tests
 only), which restores plain requests behaviour.
+
+Why one module of about 600 lines: it holds one rule, "where may the hub send a
+request", and its parts must read a destination identically. The address tables,
+the port set, the one reading of a URL (`url_target`, also used for throttle keys,
+log hosts and the publish allow list) and the connect-time check are the same
+decision made at two moments; split apart, the acceptance check and the socket
+check could drift and a URL could pass one and mean another at the other. The
+sections below (addresses, ports, URLs, URL allow lists, connect time) each read
+alone, and the module touches no database and no other hub module but the
+settings accessor.
 """
 
 from __future__ import annotations
@@ -29,7 +39,6 @@ from typing import Any
 from urllib.parse import unquote
 
 import requests
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -37,6 +46,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, LocationParseError, NameResolutionError, NewConnectionError
 from urllib3.util import Timeout, parse_url
 from urllib3.util.connection import allowed_gai_family
+
+from websubhub.hub_settings import hub_settings
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +61,6 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # The standard web ports plus everything unprivileged: keeps ssh (22), smtp (25) and friends out.
 DEFAULT_ALLOWED_PORTS = "80,443,1024-65535"
 MAX_PORT = 65535
-_TRUE_STRINGS = frozenset({"1", "true", "yes", "on"})
 
 # Characters that can make up a numeric IPv4 form that inet_aton accepts (decimal, octal, hex, 1-4 parts).
 _NUMERIC_HOST = re.compile(r"[0-9a-fx.]+")
@@ -238,19 +248,12 @@ def _parse_port_spec(spec: str) -> PortSet:
 
 def allow_private_addresses() -> bool:
     """HUB_ALLOW_PRIVATE_ADDRESSES: true turns the address guard off (development and tests only)."""
-    value = getattr(settings, "HUB_ALLOW_PRIVATE_ADDRESSES", False)
-    if isinstance(value, str):
-        return value.strip().lower() in _TRUE_STRINGS
-    return bool(value)
+    return hub_settings.HUB_ALLOW_PRIVATE_ADDRESSES
 
 
 def allowed_ports() -> PortSet:
-    """HUB_ALLOWED_PORTS, default '80,443,1024-65535'."""
-    value = getattr(settings, "HUB_ALLOWED_PORTS", DEFAULT_ALLOWED_PORTS)
-    try:
-        return parse_ports(value)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"HUB_ALLOWED_PORTS: {exc}") from None
+    """HUB_ALLOWED_PORTS, default DEFAULT_ALLOWED_PORTS."""
+    return hub_settings.HUB_ALLOWED_PORTS
 
 
 # --- URLs ---------------------------------------------------------------------------------

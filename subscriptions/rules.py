@@ -2,16 +2,13 @@
 keys a request names, and the topic denylist. No database, no writes; they raise HubError saying what is wrong.
 """
 
-import re
-from functools import lru_cache
 from urllib.parse import urlsplit
-
-from django.conf import settings
 
 from subscriptions import netguard
 from subscriptions.errors import HubError
 from subscriptions.models import MAX_CALLBACK_LENGTH, MAX_SECRET_BYTES
 from subscriptions.topics import InvalidTopic, has_space_or_control, publish_keys, subscription_key
+from websubhub.hub_settings import hub_settings
 
 
 def lease_seconds_parse(raw: str) -> int:
@@ -27,8 +24,8 @@ def lease_seconds_parse(raw: str) -> int:
 def lease_clamp(requested: int | None) -> int:
     """The lease granted: the default when none is asked, else clamped to the configured bounds."""
     if requested is None:
-        return settings.HUB_LEASE_SECONDS_DEFAULT
-    return max(settings.HUB_LEASE_SECONDS_MIN, min(settings.HUB_LEASE_SECONDS_MAX, requested))
+        return hub_settings.HUB_LEASE_SECONDS_DEFAULT
+    return max(hub_settings.HUB_LEASE_SECONDS_MIN, min(hub_settings.HUB_LEASE_SECONDS_MAX, requested))
 
 
 def callback_validate(callback: str) -> None:
@@ -75,14 +72,9 @@ def topic_keys_for_publish(topic: str) -> list[str]:
         raise HubError(str(exc), field="hub.topic") from None
 
 
-@lru_cache(maxsize=8)
-def _denylist(patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
-    return [re.compile(pattern) for pattern in patterns]
-
-
 def topic_denied_reason(topic: str) -> str:
     """Why the hub refuses subscriptions to topic, or "" when it does not."""
-    for pattern in _denylist(tuple(settings.HUB_TOPIC_DENYLIST)):
+    for pattern in hub_settings.HUB_TOPIC_DENYLIST:
         if pattern.search(topic):
             return "subscriptions to this topic are not allowed by this hub"
     return ""

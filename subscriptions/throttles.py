@@ -9,18 +9,18 @@ on /hub). Rates are settings read like the callback rate limit (ratelimit.parse_
 
 import ipaddress
 
-from django.conf import settings
 from django.http import HttpRequest
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 from subscriptions import netguard, ratelimit
+from websubhub.hub_settings import hub_settings
 
 
 class _SettingRateThrottle(SimpleRateThrottle):
     setting = ""
 
     def get_rate(self) -> str | None:
-        rate = getattr(settings, self.setting, "") or ""
+        rate = getattr(hub_settings, self.setting) or ""
         return None if ratelimit.is_off(rate) else rate
 
     def parse_rate(self, rate: str | None) -> tuple[int | None, float | None]:

@@ -1,18 +1,35 @@
-from celery import shared_task
-from django.conf import settings
+from celery import Task, shared_task
 
 from subscriptions import services
 from tasks.retry import WORK_DATABASE_RETRY
+from websubhub.hub_settings import hub_settings
 from websubhub.queues import QueueName, TaskName
+
+
+class DeliverTask(Task):
+    """The deliver task, whose Celery rate limit is HUB_DELIVERY_RATE_LIMIT as read when a worker asks.
+
+    A worker reads `rate_limit` when it starts consuming (and after `celery control
+    rate_limit`, which sets one for that worker): read then, not when this module is
+    imported, so the setting's one reader is hub_settings and override_settings reaches it.
+    """
+
+    @property  # type: ignore[override]
+    def rate_limit(self) -> str | None:
+        return self.__dict__.get("_rate_limit_set", hub_settings.HUB_DELIVERY_RATE_LIMIT)
+
+    @rate_limit.setter
+    def rate_limit(self, value: str | None) -> None:
+        self.__dict__["_rate_limit_set"] = value
 
 
 @shared_task(
     name=TaskName.DELIVER,
+    base=DeliverTask,
     bind=True,
     # Only the database briefly unreachable makes the task itself retry; a failed
     # attempt is an outcome, scheduled by the delivering service.
     **WORK_DATABASE_RETRY,
-    rate_limit=settings.HUB_DELIVERY_RATE_LIMIT,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,

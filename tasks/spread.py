@@ -1,10 +1,10 @@
 import logging
 
 from celery import shared_task
-from django.conf import settings
 
 from subscriptions import services
 from tasks.retry import WORK_DATABASE_RETRY
+from websubhub.hub_settings import hub_settings
 from websubhub.queues import TaskName
 
 logger = logging.getLogger(__name__)
@@ -42,4 +42,4 @@ def fetch_topic(*, topic: str) -> None:
         services.topic_fetch_and_publish(topic=topic)
     except services.HubError as exc:
         # Too large: a retry would fetch the same, so the ping ends here.
-        logger.warning("publish of %s refused: %s (limit %s bytes)", topic, exc, settings.HUB_MAX_CONTENT_BYTES)
+        logger.warning("publish of %s refused: %s (limit %s bytes)", topic, exc, hub_settings.HUB_MAX_CONTENT_BYTES)

@@ -26,8 +26,10 @@ def _hub_queues() -> dict[str, object]:
     """Every hub queue declared on the app, so that a worker started without -Q consumes all of them."""
     from django.conf import settings
 
+    from websubhub.queues import ALL_QUEUES
+
     exchange = Exchange(settings.CELERY_TASK_DEFAULT_EXCHANGE, type="direct")
-    return {"task_queues": tuple(Queue(name, exchange, routing_key=name) for name in settings.HUB_QUEUES)}
+    return {"task_queues": tuple(Queue(name, exchange, routing_key=name) for name in ALL_QUEUES)}
 
 
 # A promise: read when the configuration is first needed, after Django's settings load.

@@ -5,7 +5,6 @@ README.md, "Configuration", and .env.example). With nothing set, the hub runs on
 SQLite and Celery's filesystem transport under ./var, so it needs no service.
 """
 
-import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -13,34 +12,25 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-# The lists and parsers these settings are checked with have one home each, beside the code that
-# uses them (the allow list's parser is the outbound guard's, so the setting and the requests read
-# URLs alike). Lower-case module names, so that Django does not take the lists for settings.
-from subscriptions import delivery as _delivery
-from subscriptions import netguard as _netguard
-from subscriptions.netguard import url_prefixes
-from websubhub.queues import ALL_QUEUES, QueueName, TaskName
+from websubhub.hub_settings import read_environment
+from websubhub.logformat import LOG_FORMATTERS
+from websubhub.queues import QueueName, TaskName
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
+# The hub's own settings: every HUB_* variable is declared, parsed and checked in
+# websubhub/hub_settings.py (a wrong value stops the process here, naming it) and
+# becomes a setting of the same name. Code reads them through
+# `websubhub.hub_settings.hub_settings`; the Django and library settings below that
+# derive from them read this dict.
+_HUB = read_environment(lambda name: env.str(name, default=None))
+globals().update(_HUB)
+
 # Where the embedded defaults keep their state (SQLite file, filesystem broker,
 # beat schedule, generated secret key). Ignored by git. Created at start-up
 # (SubscriptionsConfig.ready()), not here: importing settings changes nothing.
-VAR_DIR = Path(env.str("HUB_VAR_DIR", default=str(BASE_DIR / "var")))
-
-# Prometheus multiprocess mode (README, "Metrics"): every process of this machine
-# (web, Celery workers) writes its counters to files here and /metrics adds them
-# up. subscriptions/metrics/process.py creates it and exports it as
-# PROMETHEUS_MULTIPROC_DIR before the hub's metrics exist.
-# https://prometheus.github.io/client_python/multiprocess/
-HUB_METRICS_DIR = Path(
-    env.str("HUB_METRICS_DIR", default=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(VAR_DIR / "metrics"))
-)
-if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]) != HUB_METRICS_DIR:
-    raise ImproperlyConfigured("HUB_METRICS_DIR and PROMETHEUS_MULTIPROC_DIR name different directories: set one")
-# When set, GET /metrics (and manage.py hub_metrics_server) need `Authorization: Bearer <token>`.
-HUB_METRICS_TOKEN = env.str("HUB_METRICS_TOKEN", default="")
+VAR_DIR = _HUB["HUB_VAR_DIR"]
 
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -60,7 +50,7 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # DJANGO_SECURE_PROXY_SSL_HEADER=true so Django knows the request was https.
 if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-_HTTPS = env.str("HUB_URL", default="").lower().startswith("https://")
+_HTTPS = _HUB["HUB_URL"].lower().startswith("https://")
 SESSION_COOKIE_SECURE = _HTTPS
 CSRF_COOKIE_SECURE = _HTTPS
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=_HTTPS)
@@ -224,7 +214,7 @@ REST_FRAMEWORK = {
     # One JSON shape for every refusal: {"detail": "...", "errors": {field: [...]}}.
     "EXCEPTION_HANDLER": "subscriptions.api.errors.exception_handler",
     # Proxies in front of the hub that append to X-Forwarded-For (0: use the peer address).
-    "NUM_PROXIES": env.int("HUB_NUM_PROXIES", default=0),
+    "NUM_PROXIES": _HUB["HUB_NUM_PROXIES"],
 }
 
 # OpenAPI 3 at /api/schema/, Swagger UI at /api/docs/ (assets served locally).
@@ -270,155 +260,18 @@ else:
     }
 
 # --- The hub -----------------------------------------------------------------
-
-# The hub's public URL, sent to subscribers as `Link: <HUB_URL>; rel="hub"`.
-HUB_URL = env.str("HUB_URL", default="http://127.0.0.1:8000/hub")
-
-# Leases (seconds): requests outside [MIN, MAX] are clamped; no request gets a
-# perpetual lease.
-HUB_LEASE_SECONDS_DEFAULT = env.int("HUB_LEASE_SECONDS_DEFAULT", default=432_000)
-HUB_LEASE_SECONDS_MIN = env.int("HUB_LEASE_SECONDS_MIN", default=3_600)
-HUB_LEASE_SECONDS_MAX = env.int("HUB_LEASE_SECONDS_MAX", default=31_536_000)
-if not 0 < HUB_LEASE_SECONDS_MIN <= HUB_LEASE_SECONDS_DEFAULT <= HUB_LEASE_SECONDS_MAX:
-    raise ImproperlyConfigured("need 0 < HUB_LEASE_SECONDS_MIN <= HUB_LEASE_SECONDS_DEFAULT <= HUB_LEASE_SECONDS_MAX")
-
-# Regular expressions (comma-separated); a topic matching any of them is denied
-# after the 202 answer (WebSub §5.2).
-HUB_TOPIC_DENYLIST = [p for p in env.list("HUB_TOPIC_DENYLIST", default=[]) if p]
-
-# HMAC algorithm of X-Hub-Signature: sha1, sha256, sha384 or sha512 (WebSub §7.1).
-HUB_SIGNATURE_ALGORITHM = env.str("HUB_SIGNATURE_ALGORITHM", default="sha256").lower()
-if HUB_SIGNATURE_ALGORITHM not in _delivery.SIGNATURE_ALGORITHMS:
-    raise ImproperlyConfigured(f"HUB_SIGNATURE_ALGORITHM must be one of {', '.join(_delivery.SIGNATURE_ALGORITHMS)}")
-
-# Outbound requests (verification, delivery, topic fetch) may only reach public
-# addresses on these ports, checked when a URL is given and again at connect
-# time. HUB_ALLOW_PRIVATE_ADDRESSES=true lifts the address check: development
-# and tests only (scripts/run and scripts/test set it).
-HUB_ALLOW_PRIVATE_ADDRESSES = env.bool("HUB_ALLOW_PRIVATE_ADDRESSES", default=False)
-HUB_ALLOWED_PORTS = env.str("HUB_ALLOWED_PORTS", default=_netguard.DEFAULT_ALLOWED_PORTS)
-
-# Outbound HTTP (verification, delivery, topic fetch): seconds.
-HUB_HTTP_CONNECT_TIMEOUT = env.float("HUB_HTTP_CONNECT_TIMEOUT", default=5.0)
-HUB_HTTP_READ_TIMEOUT = env.float("HUB_HTTP_READ_TIMEOUT", default=10.0)
-# The read timeout bounds each socket read, so a peer dripping a byte at a time
-# holds a thread for ever: every outbound request, headers and body included,
-# also ends at this wall-clock deadline.
-HUB_HTTP_TOTAL_TIMEOUT = env.float("HUB_HTTP_TOTAL_TIMEOUT", default=HUB_HTTP_CONNECT_TIMEOUT + HUB_HTTP_READ_TIMEOUT)
-if not HUB_HTTP_CONNECT_TIMEOUT > 0 or not HUB_HTTP_READ_TIMEOUT > 0 or not HUB_HTTP_TOTAL_TIMEOUT > 0:
-    raise ImproperlyConfigured("HUB_HTTP_CONNECT_TIMEOUT, HUB_HTTP_READ_TIMEOUT and HUB_HTTP_TOTAL_TIMEOUT must be > 0")
-
-# Largest content the hub accepts or fetches for one notification (bytes), and
-# the largest request body it reads at all (413 above it).
-HUB_MAX_CONTENT_BYTES = env.int("HUB_MAX_CONTENT_BYTES", default=1_048_576)
-HUB_MAX_REQUEST_BYTES = env.int("HUB_MAX_REQUEST_BYTES", default=2 * HUB_MAX_CONTENT_BYTES + 65_536)
-DATA_UPLOAD_MAX_MEMORY_SIZE = HUB_MAX_REQUEST_BYTES
-# JSON bodies nested deeper than this are refused (400).
-HUB_MAX_JSON_DEPTH = env.int("HUB_MAX_JSON_DEPTH", default=64)
-
-# Throttles (DRF's "N/s", "N/m", "N/h", "N/d"; "off" disables one): subscribe
-# and unsubscribe requests per client address and per callback host, publishing
-# per token (per address for publish pings on /hub).
-HUB_THROTTLE_SUBSCRIBE = env.str("HUB_THROTTLE_SUBSCRIBE", default="30/m")
-HUB_THROTTLE_PUBLISH = env.str("HUB_THROTTLE_PUBLISH", default="100/s")
-# Seconds a process remembers an API token's user and permissions (0: look them up
-# on every request). A token deleted or rotated, a user deactivated or a permission
-# withdrawn takes effect within this time (at once in the process that changed it).
-HUB_TOKEN_CACHE_SECONDS = env.float("HUB_TOKEN_CACHE_SECONDS", default=5.0)
-
-# URL prefixes whose topics may be published with hub.mode=publish on /hub
-# (comma-separated; empty allows any topic URL). Pings carry no credentials, so
-# on an open hub anyone can make it fetch and fan out an allowed topic. Each
-# entry is parsed here, so a bad one stops the process at start: a topic must
-# have the entry's scheme, host and port exactly and its path segments as a
-# prefix (subscriptions/netguard.py, UrlPrefix).
-HUB_PUBLISH_ALLOWED_TOPICS = url_prefixes(
-    env.list("HUB_PUBLISH_ALLOWED_TOPICS", default=[]), setting="HUB_PUBLISH_ALLOWED_TOPICS"
-)
-
-# Delivery retries: exponential backoff with full jitter. Retry k (1,
-# 2, ...) waits a random time up to HUB_RETRY_BACKOFF_BASE * 2**(k-1) seconds,
-# never more than HUB_RETRY_BACKOFF_MAX; a delivery gets 1 + HUB_DELIVERY_MAX_RETRIES
-# attempts. The defaults give a first retry within 2 s and attempts spread over
-# about 31 hours (at least 24 hours in 99.9% of cases): see README, "Delivery".
-HUB_DELIVERY_MAX_RETRIES = env.int("HUB_DELIVERY_MAX_RETRIES", default=72)
-HUB_RETRY_BACKOFF_BASE = env.int("HUB_RETRY_BACKOFF_BASE", default=2)
-HUB_RETRY_BACKOFF_MAX = env.int("HUB_RETRY_BACKOFF_MAX", default=3_600)
-# A 429 or 503 with Retry-After delays the next attempt by that much, at most this (seconds).
-HUB_RETRY_AFTER_MAX = env.int("HUB_RETRY_AFTER_MAX", default=3_600)
-# A wait up to this many seconds before a delivery's next try is a broker message
-# with a countdown; a longer one (a later retry, Retry-After, a pause) waits in
-# the database, and hub.enqueue_due (beat, every HUB_ENQUEUE_INTERVAL seconds)
-# sends it when it comes due. So a dead subscriber owed 100,000 deliveries costs
-# no worker memory and no message held by a worker.
-HUB_BROKER_MAX_COUNTDOWN = env.int("HUB_BROKER_MAX_COUNTDOWN", default=30)
-HUB_ENQUEUE_INTERVAL = env.float("HUB_ENQUEUE_INTERVAL", default=1.0)
-if HUB_BROKER_MAX_COUNTDOWN < 0 or not HUB_ENQUEUE_INTERVAL > 0:
-    raise ImproperlyConfigured(
-        "HUB_BROKER_MAX_COUNTDOWN must be 0 or more seconds and HUB_ENQUEUE_INTERVAL a positive number of seconds"
-    )
-
-# At most this many deliveries per callback URL per window ("100/10s"; "off"),
-# shared by every worker through Redis (or the database without Redis).
-# A subscription's own `rate_limit` overrides it.
-HUB_CALLBACK_RATE_LIMIT = env.str("HUB_CALLBACK_RATE_LIMIT", default="100/10s")
-
-# Circuit breaker: this many consecutive failed attempts pause a subscription
-# (0 never pauses); after the cool-down (seconds) one delivery probes it, and the
-# first success resumes it and sends what waited.
-HUB_CALLBACK_FAILURE_PAUSE = env.int("HUB_CALLBACK_FAILURE_PAUSE", default=5)
-HUB_CALLBACK_PAUSE_COOLDOWN = env.int("HUB_CALLBACK_PAUSE_COOLDOWN", default=60)
-
-# At most this many requests in flight to one callback at once, across every
-# worker (needs Redis; 0 = no cap): a subscriber that hangs until the timeout
-# holds this many worker threads at most.
-HUB_CALLBACK_MAX_IN_FLIGHT = env.int("HUB_CALLBACK_MAX_IN_FLIGHT", default=4)
-
-# Celery's own rate_limit on the deliver task ("100/s", "10/m"), per worker
-# process. Unset by default: under a backlog it collapses to about one task a
-# second (docs/celery-facts.md, celery/celery#5927). HUB_CALLBACK_RATE_LIMIT
-# is the limit that protects subscribers.
-HUB_DELIVERY_RATE_LIMIT = env.str("HUB_DELIVERY_RATE_LIMIT", default="") or None
-
-# How often beat removes expired subscriptions and re-sends work the broker may
-# have lost (notifications never spread, requests never verified, deliveries past
-# due), in seconds; how late such work must be before it is re-sent; and the
-# queue length above which deliveries are not re-sent (the queue likely holds them).
-# Each sweep first reads the hub's marker in a Redis broker (one GET): a broker
-# that lost its data gets everything owed at once, so the interval is short.
-HUB_EXPIRE_INTERVAL = env.int("HUB_EXPIRE_INTERVAL", default=60)
-HUB_SWEEP_INTERVAL = env.int("HUB_SWEEP_INTERVAL", default=5)
-HUB_SWEEP_GRACE_SECONDS = env.int("HUB_SWEEP_GRACE_SECONDS", default=120)
-HUB_SWEEP_MAX_QUEUE = env.int("HUB_SWEEP_MAX_QUEUE", default=1_000)
-
-# Retention (README, "Running it for a year"): beat's hub.purge removes, every
-# HUB_RETENTION_INTERVAL seconds, notifications older than HUB_RETENTION_DAYS whose
-# deliveries are all settled, with those deliveries and their attempts, and attempts
-# older than HUB_ATTEMPT_RETENTION_DAYS (which may be shorter). 0 disables each.
-HUB_RETENTION_DAYS = env.int("HUB_RETENTION_DAYS", default=30)
-HUB_ATTEMPT_RETENTION_DAYS = env.int("HUB_ATTEMPT_RETENTION_DAYS", default=HUB_RETENTION_DAYS)
-HUB_RETENTION_INTERVAL = env.int("HUB_RETENTION_INTERVAL", default=600)
-if HUB_RETENTION_DAYS < 0 or HUB_ATTEMPT_RETENTION_DAYS < 0:
-    raise ImproperlyConfigured("HUB_RETENTION_DAYS and HUB_ATTEMPT_RETENTION_DAYS must be whole days >= 0 (0: keep)")
-if HUB_RETENTION_DAYS and HUB_ATTEMPT_RETENTION_DAYS > HUB_RETENTION_DAYS:
-    raise ImproperlyConfigured(
-        f"HUB_ATTEMPT_RETENTION_DAYS ({HUB_ATTEMPT_RETENTION_DAYS}) must not exceed HUB_RETENTION_DAYS "
-        f"({HUB_RETENTION_DAYS}): attempts go with their deliveries after that anyway"
-    )
-if HUB_RETENTION_INTERVAL < 1:
-    raise ImproperlyConfigured("HUB_RETENTION_INTERVAL must be a positive number of seconds")
+# HUB_* settings: websubhub/hub_settings.py (above). Django's own limit on a form
+# body is the hub's limit on any body.
+DATA_UPLOAD_MAX_MEMORY_SIZE = _HUB["HUB_MAX_REQUEST_BYTES"]
 
 # Admin login lockout (django-axes, https://django-axes.readthedocs.io/en/latest/4_configuration.html):
 # after HUB_LOGIN_FAILURE_LIMIT failed logins for one username from one client
 # address, that pair is refused (429) for HUB_LOGIN_COOLOFF_MINUTES, 0 meaning
 # until `manage.py axes_reset`. By the pair, so that an attacker elsewhere cannot
 # lock the real operator out. API tokens never log in, so they are not counted.
-HUB_LOGIN_FAILURE_LIMIT = env.int("HUB_LOGIN_FAILURE_LIMIT", default=5)
-HUB_LOGIN_COOLOFF_MINUTES = env.int("HUB_LOGIN_COOLOFF_MINUTES", default=15)
-if HUB_LOGIN_FAILURE_LIMIT < 1 or HUB_LOGIN_COOLOFF_MINUTES < 0:
-    raise ImproperlyConfigured("need HUB_LOGIN_FAILURE_LIMIT >= 1 and HUB_LOGIN_COOLOFF_MINUTES >= 0")
-AXES_FAILURE_LIMIT = HUB_LOGIN_FAILURE_LIMIT
-AXES_COOLOFF_TIME = timedelta(minutes=HUB_LOGIN_COOLOFF_MINUTES) if HUB_LOGIN_COOLOFF_MINUTES else None
+AXES_FAILURE_LIMIT = _HUB["HUB_LOGIN_FAILURE_LIMIT"]
+_COOLOFF = _HUB["HUB_LOGIN_COOLOFF_MINUTES"]
+AXES_COOLOFF_TIME = timedelta(minutes=_COOLOFF) if _COOLOFF else None
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # A successful login clears the pair's count, so typos spread over days never add up to a lockout.
 AXES_RESET_ON_SUCCESS = True
@@ -465,7 +318,7 @@ else:
     # HUB_BROKER_MAX_COUNTDOWN: longer waits are kept in the database) plus a
     # task's run, or a held message would be delivered twice.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": max(3_600, 2 * HUB_BROKER_MAX_COUNTDOWN + 600),
+        "visibility_timeout": max(3_600, 2 * _HUB["HUB_BROKER_MAX_COUNTDOWN"] + 600),
     }
 
 CELERY_IMPORTS = ("tasks.verify", "tasks.spread", "tasks.deliver", "tasks.periodic")
@@ -485,15 +338,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_DB_REUSE_MAX = 10_000
 # The pool `celery -A websubhub worker` starts with when no -P/-c is given:
 # deliveries wait on the network, so threads (bench/RESULTS.md compares pools).
-CELERY_WORKER_POOL = env.str("HUB_WORKER_POOL", default="threads")
-CELERY_WORKER_CONCURRENCY = env.int("HUB_WORKER_CONCURRENCY", default=32)
-# A threads-pool worker (the default) runs as this many processes, each with its
-# threads and its database pool: one process uses one core at most. The command
-# an operator starts is the first; it starts and watches the others
-# (websubhub/siblings.py). Default: the machine's cores; 1 keeps one process.
-HUB_WORKER_PROCESSES = env.int("HUB_WORKER_PROCESSES", default=os.cpu_count() or 1)
-if HUB_WORKER_PROCESSES < 1:
-    raise ImproperlyConfigured("HUB_WORKER_PROCESSES must be 1 or more")
+CELERY_WORKER_POOL = _HUB["HUB_WORKER_POOL"]
+CELERY_WORKER_CONCURRENCY = _HUB["HUB_WORKER_CONCURRENCY"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Publishing must not hang a web request when the broker is down: fail fast, the
 # periodic sweep re-sends what was not published.
@@ -506,8 +352,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # One queue per kind of work, so a flood of deliveries never delays a
 # verification. A worker started without -Q consumes all of them (websubhub/celery.py
-# declares them as the app's task_queues).
-HUB_QUEUES = ALL_QUEUES
+# declares websubhub/queues.py's ALL_QUEUES as the app's task_queues).
 CELERY_TASK_DEFAULT_QUEUE = QueueName.PERIODIC
 CELERY_TASK_DEFAULT_EXCHANGE = "hub"
 CELERY_TASK_ROUTES = {
@@ -521,32 +366,26 @@ CELERY_TASK_ROUTES = {
     TaskName.PURGE: {"queue": QueueName.PERIODIC},
 }
 CELERY_BEAT_SCHEDULE = {
-    "expire-subscriptions": {"task": TaskName.EXPIRE_SUBSCRIPTIONS, "schedule": float(HUB_EXPIRE_INTERVAL)},
-    "sweep-unspread-notifications": {"task": TaskName.SWEEP, "schedule": float(HUB_SWEEP_INTERVAL)},
+    "expire-subscriptions": {"task": TaskName.EXPIRE_SUBSCRIPTIONS, "schedule": float(_HUB["HUB_EXPIRE_INTERVAL"])},
+    "sweep-unspread-notifications": {"task": TaskName.SWEEP, "schedule": float(_HUB["HUB_SWEEP_INTERVAL"])},
     # Each run expires with its interval: beat's next run does the same work.
     "enqueue-due-deliveries": {
         "task": TaskName.ENQUEUE_DUE,
-        "schedule": HUB_ENQUEUE_INTERVAL,
-        "options": {"expires": max(HUB_ENQUEUE_INTERVAL, 1.0)},
+        "schedule": _HUB["HUB_ENQUEUE_INTERVAL"],
+        "options": {"expires": max(_HUB["HUB_ENQUEUE_INTERVAL"], 1.0)},
     },
-    "purge-past-retention": {"task": TaskName.PURGE, "schedule": float(HUB_RETENTION_INTERVAL)},
+    "purge-past-retention": {"task": TaskName.PURGE, "schedule": float(_HUB["HUB_RETENTION_INTERVAL"])},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # One line per record: "plain" text, or "json", one object per line with time,
 # level, logger, message and any extra fields (websubhub/logformat.py).
-from websubhub.logformat import LOG_FORMATTERS, log_format  # noqa: E402
-
-try:
-    HUB_LOG_FORMAT = log_format(env.str("HUB_LOG_FORMAT", default="plain"))
-except ValueError as error:
-    raise ImproperlyConfigured(str(error)) from error
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": LOG_FORMATTERS,
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": HUB_LOG_FORMAT}},
-    "root": {"handlers": ["console"], "level": env.str("HUB_LOG_LEVEL", default="INFO")},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": _HUB["HUB_LOG_FORMAT"]}},
+    "root": {"handlers": ["console"], "level": _HUB["HUB_LOG_LEVEL"]},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # psycopg_pool logs every connection it lends and takes back at INFO.
@@ -560,10 +399,3 @@ LOGGING = {
         "django.server": {"handlers": [], "propagate": True},
     },
 }
-
-# The admin's dashboard lists a subscription as needing attention when more than this
-# percentage of its deliveries attempted in the last hour failed or are being retried
-# (besides every paused one and every one with new dead letters).
-HUB_ADMIN_ATTENTION_FAILURE_RATE = env.float("HUB_ADMIN_ATTENTION_FAILURE_RATE", default=10.0)
-if not 0 <= HUB_ADMIN_ATTENTION_FAILURE_RATE < 100:
-    raise ImproperlyConfigured("HUB_ADMIN_ATTENTION_FAILURE_RATE must be a percentage from 0 up to (not including) 100")

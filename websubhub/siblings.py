@@ -88,18 +88,18 @@ class Siblings(bootsteps.StartStopStep):
         self.watcher: threading.Thread | None = None
 
     def include_if(self, parent: Any) -> bool:
-        from django.conf import settings
+        from websubhub.hub_settings import hub_settings
 
-        if os.environ.get(SIBLING_ENV) or settings.HUB_WORKER_PROCESSES <= 1:
+        if os.environ.get(SIBLING_ENV) or hub_settings.HUB_WORKER_PROCESSES <= 1:
             return False
         return isinstance(parent.pool_cls, type) and issubclass(parent.pool_cls, ThreadsPool)
 
     def start(self, parent: Any) -> None:
-        from django.conf import settings
+        from websubhub.hub_settings import hub_settings
 
         self.hostname = parent.hostname
         self.argv = list(sys.argv)
-        count = settings.HUB_WORKER_PROCESSES
+        count = hub_settings.HUB_WORKER_PROCESSES
         logger.info("starting %s sibling worker processes (HUB_WORKER_PROCESSES=%s)", count - 1, count)
         for number in range(2, count + 1):
             self.processes[number] = self._spawn(number)

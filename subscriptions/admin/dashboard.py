@@ -13,7 +13,6 @@ import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -23,6 +22,8 @@ from django.utils.safestring import SafeString
 from subscriptions import selectors
 from subscriptions.admin.display import admin_link, delivery_list_url, shortened, when
 from subscriptions.models import Delivery, Subscription
+from websubhub.hub_settings import hub_settings
+from websubhub.queues import ALL_QUEUES
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def dashboard_context(request: HttpRequest) -> dict[str, object]:
     per_minute = selectors.deliveries_per_minute(since=start)
     attention = selectors.subscriptions_needing_attention(
         since=now - timedelta(seconds=ATTENTION_WINDOW_SECONDS),
-        failure_rate=settings.HUB_ADMIN_ATTENTION_FAILURE_RATE / 100,
+        failure_rate=hub_settings.HUB_ADMIN_ATTENTION_FAILURE_RATE / 100,
         limit=ATTENTION_ROWS,
     )
     totals = dict.fromkeys((name for name, _ in CHART_SERIES), 0)
@@ -63,7 +64,7 @@ def dashboard_context(request: HttpRequest) -> dict[str, object]:
         "attention": attention,
         "attention_table": attention_table(attention.rows),
         "attention_limited": len(attention.rows) >= ATTENTION_ROWS,
-        "attention_rate": settings.HUB_ADMIN_ATTENTION_FAILURE_RATE,
+        "attention_rate": hub_settings.HUB_ADMIN_ATTENTION_FAILURE_RATE,
         "failed_list_url": delivery_list_url(status__exact=Delivery.Status.FAILED),
         "held_list_url": delivery_list_url(status__exact="held"),
         "now": when(now),
@@ -76,7 +77,7 @@ def _broker_depths() -> dict[str, object]:
     from subscriptions.metrics.collectors import queue_depths
 
     try:
-        return {"broker_queues": sorted(queue_depths(settings.HUB_QUEUES).items()), "broker_error": ""}
+        return {"broker_queues": sorted(queue_depths(ALL_QUEUES).items()), "broker_error": ""}
     except Exception as exc:  # noqa: BLE001 - a dashboard without queue depths beats no dashboard
         logger.warning("dashboard: queue depths unavailable: %s: %s", type(exc).__name__, exc)
         return {"broker_queues": [], "broker_error": f"The broker cannot be reached ({type(exc).__name__})."}

@@ -20,6 +20,8 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
+from websubhub.hub_settings import hub_settings
+
 # Tokens (and users' permission sets) one process remembers at most.
 MEMORY_SIZE = 1024
 
@@ -41,7 +43,7 @@ def _remembered(store: OrderedDict, key: Any) -> Any:
 
 
 def _remember(store: OrderedDict, key: Any, value: Any) -> None:
-    seconds = settings.HUB_TOKEN_CACHE_SECONDS
+    seconds = hub_settings.HUB_TOKEN_CACHE_SECONDS
     if seconds <= 0:
         return
     with _lock:

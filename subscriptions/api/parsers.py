@@ -1,10 +1,11 @@
 import json
 from typing import Any
 
-from django.conf import settings
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import JSONParser
 from rest_framework.settings import api_settings
+
+from websubhub.hub_settings import hub_settings
 
 
 def json_depth(value: Any) -> int:
@@ -83,7 +84,7 @@ class SafeJSONParser(JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - the document is nested too deeply") from None
-        limit = settings.HUB_MAX_JSON_DEPTH
+        limit = hub_settings.HUB_MAX_JSON_DEPTH
         if json_depth(data) > limit:
             raise ParseError(f"JSON nested deeper than HUB_MAX_JSON_DEPTH ({limit} levels)")
         errors = invalid_unicode(data)

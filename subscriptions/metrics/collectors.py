@@ -7,7 +7,6 @@ the database and the broker hold at the moment of the scrape.
 import logging
 from collections.abc import Iterable, Iterator
 
-from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models import Count, QuerySet
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -17,6 +16,7 @@ from subscriptions import health
 from subscriptions.metrics.recording import PREFIX
 from subscriptions.models import Subscription
 from subscriptions.selectors import estimated_rows
+from websubhub.queues import ALL_QUEUES
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class HubStateCollector(Collector):
             labels=["queue"],
         )
         try:
-            for queue, number in queue_depths(settings.HUB_QUEUES).items():
+            for queue, number in queue_depths(ALL_QUEUES).items():
                 depth.add_metric([queue], number)
         except Exception as exc:  # noqa: BLE001 - a scrape without queue depths beats a failed scrape
             logger.warning("metrics: queue depths unavailable: %s: %s", type(exc).__name__, exc)

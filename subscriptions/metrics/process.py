@@ -16,15 +16,16 @@ import sys
 from pathlib import Path
 
 from celery.signals import worker_process_shutdown
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from websubhub.hub_settings import hub_settings
 
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def use_metrics_dir() -> Path:
     """Make HUB_METRICS_DIR this process's (and its children's) multiprocess directory; return it."""
-    metrics_dir = Path(settings.HUB_METRICS_DIR)
+    metrics_dir = Path(hub_settings.HUB_METRICS_DIR)
     metrics_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault(ENV_VAR, str(metrics_dir))
     if Path(os.environ[ENV_VAR]) != metrics_dir:
@@ -43,7 +44,7 @@ def mark_process_dead(pid: int) -> None:
     """Drop a dead process's live-gauge files (its counters stay, as Prometheus expects)."""
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(pid, str(settings.HUB_METRICS_DIR))
+    multiprocess.mark_process_dead(pid, str(hub_settings.HUB_METRICS_DIR))
 
 
 @worker_process_shutdown.connect

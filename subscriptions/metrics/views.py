@@ -3,7 +3,6 @@
 import hmac
 from collections.abc import Callable
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -11,18 +10,19 @@ from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.exposition import choose_encoder
 
 from subscriptions.metrics.collectors import HubStateCollector
+from websubhub.hub_settings import hub_settings
 
 
 def multiprocess_registry() -> CollectorRegistry:
     """A registry of every process's counters and histograms on this machine."""
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(settings.HUB_METRICS_DIR))
+    multiprocess.MultiProcessCollector(registry, path=str(hub_settings.HUB_METRICS_DIR))
     return registry
 
 
 def token_allows(authorization: str | None) -> bool:
     """Whether a request's Authorization header may read metrics (any, when HUB_METRICS_TOKEN is unset)."""
-    token = settings.HUB_METRICS_TOKEN
+    token = hub_settings.HUB_METRICS_TOKEN
     if not token:
         return True
     scheme, _, given = (authorization or "").partition(" ")

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from subscriptions.models import Delivery, Subscription
 from subscriptions.services import queueing
+from websubhub.hub_settings import hub_settings
 
 # Every service module logs as "subscriptions.services", the one logger they shared
 # before the package was split: log configuration and readers select that name.
@@ -85,7 +85,7 @@ class Breaker:
         Returns the end of the cool-down when this failure paused the subscription
         (or kept it paused), else None.
         """
-        cooldown = now + timedelta(seconds=settings.HUB_CALLBACK_PAUSE_COOLDOWN)
+        cooldown = now + timedelta(seconds=hub_settings.HUB_CALLBACK_PAUSE_COOLDOWN)
         Subscription.objects.filter(pk=self.subscription_id).update(
             consecutive_failures=F("consecutive_failures") + 1,
             last_failure_at=now,
@@ -96,7 +96,7 @@ class Breaker:
             Subscription.objects.filter(pk=self.subscription_id).update(resume_after=cooldown)
             logger.info("subscription %s stays paused: the probe failed (%s)", self.subscription_id, error[:100])
             return cooldown
-        threshold = settings.HUB_CALLBACK_FAILURE_PAUSE
+        threshold = hub_settings.HUB_CALLBACK_FAILURE_PAUSE
         if threshold <= 0:
             return None
         paused = Subscription.objects.filter(

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -27,6 +26,7 @@ from subscriptions.selectors import DeliveryWork, delivery_work, notification_pa
 from subscriptions.services import breaker, queueing
 from subscriptions.services.breaker import Breaker
 from websubhub.db import connection_release
+from websubhub.hub_settings import hub_settings
 
 # Every service module logs as "subscriptions.services", the one logger they shared
 # before the package was split: log configuration and readers select that name.
@@ -68,7 +68,7 @@ def retry_delay(attempts: int) -> float:
 
 def retry_delay_max(retries: int) -> float:
     """The longest wait before retry number retries+1, before jitter."""
-    return float(min(settings.HUB_RETRY_BACKOFF_MAX, settings.HUB_RETRY_BACKOFF_BASE * 2**retries))
+    return float(min(hub_settings.HUB_RETRY_BACKOFF_MAX, hub_settings.HUB_RETRY_BACKOFF_BASE * 2**retries))
 
 
 def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Resend | None:
@@ -106,7 +106,7 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Resend | No
     # At most HUB_CALLBACK_MAX_IN_FLIGHT requests to one callback at once, so a
     # hanging subscriber holds a few worker threads, not the pool; a callback
     # whose last attempts failed (often: hung until the timeout) gets one.
-    cap = settings.HUB_CALLBACK_MAX_IN_FLIGHT
+    cap = hub_settings.HUB_CALLBACK_MAX_IN_FLIGHT
     if cap > 0 and board.failing:
         cap = 1
     lease = http.total_timeout() + IN_FLIGHT_LEASE_MARGIN
@@ -185,12 +185,12 @@ def _delivery_send(work: DeliveryWork, board: Breaker, *, probing: bool) -> tupl
     try:
         request_headers = delivery.headers(
             content_type=payload.content_type,
-            hub_url=settings.HUB_URL,
+            hub_url=hub_settings.HUB_URL,
             topic=payload.topic,
             delivery_id=work.uuid,
             body=payload.content,
             secret=work.secret,
-            algorithm=settings.HUB_SIGNATURE_ALGORITHM,
+            algorithm=hub_settings.HUB_SIGNATURE_ALGORITHM,
             standard_webhooks=work.standard_webhooks,
         )
         # The thread's database connection goes back to the pool while the callback
@@ -302,7 +302,7 @@ def _attempt_record(
         metrics.delivery_outcome(DeliveryOutcome.GONE)
         return True, None
 
-    if work.attempts >= settings.HUB_DELIVERY_MAX_RETRIES:
+    if work.attempts >= hub_settings.HUB_DELIVERY_MAX_RETRIES:
         _outcome_write(work, attempt_row, status=Delivery.Status.FAILED, last_error=error, **outcome)
         logger.warning(
             "delivery %s of notification %s to subscription %s: attempt %s failed for good (%s, %sms)", *log_args
@@ -314,13 +314,13 @@ def _attempt_record(
         due, why = paused_until, "probe"
     elif result.retry_after is not None:
         # The subscriber asked for a pause: at least that, within HUB_RETRY_AFTER_MAX.
-        wait = max(retry_delay_max(work.attempts), min(result.retry_after, settings.HUB_RETRY_AFTER_MAX))
+        wait = max(retry_delay_max(work.attempts), min(result.retry_after, hub_settings.HUB_RETRY_AFTER_MAX))
         due, why = done + timedelta(seconds=wait), "Retry-After"
     else:
         due, why = done + timedelta(seconds=retry_delay(attempt)), "retry"
     wait = max(0.0, (due - done).total_seconds())
     # A short wait is a broker countdown; a long one waits in the database (hub.enqueue_due sends it).
-    in_broker = wait <= settings.HUB_BROKER_MAX_COUNTDOWN
+    in_broker = wait <= hub_settings.HUB_BROKER_MAX_COUNTDOWN
     _outcome_write(work, attempt_row, last_error=error, due_at=due, queued=in_broker, **outcome)
     logger.info(
         "delivery %s of notification %s to subscription %s: attempt %s failed (%s, %sms), %s in %.1fs",
@@ -383,10 +383,10 @@ def _outcome_sql(connection: Any, attempt_fields: tuple[str, ...], delivery_fiel
 def subscription_rate(work: DeliveryWork) -> ratelimit.Rate | None:
     """The subscription's own rate limit, else HUB_CALLBACK_RATE_LIMIT."""
     try:
-        return ratelimit.parse_rate(work.rate_limit or settings.HUB_CALLBACK_RATE_LIMIT)
+        return ratelimit.parse_rate(work.rate_limit or hub_settings.HUB_CALLBACK_RATE_LIMIT)
     except ratelimit.InvalidRate:
         logger.warning("subscription %s has an unreadable rate limit; using the default", work.subscription_id)
-        return ratelimit.parse_rate(settings.HUB_CALLBACK_RATE_LIMIT)
+        return ratelimit.parse_rate(hub_settings.HUB_CALLBACK_RATE_LIMIT)
 
 
 def deliveries_enqueue_due(*, limit: int = ENQUEUE_DUE_BATCH) -> int:

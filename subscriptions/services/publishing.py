@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 import requests
-from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -21,6 +20,7 @@ from subscriptions.selectors import subscriptions_matching
 from subscriptions.services import breaker, queueing
 from subscriptions.topics import is_url_topic, publish_keys
 from websubhub.celery import app as celery_app
+from websubhub.hub_settings import hub_settings
 from websubhub.queues import TaskName
 
 # Every service module logs as "subscriptions.services", the one logger they shared
@@ -38,7 +38,7 @@ class PublishPing:
 
 def _publish_allowed(topic: str) -> bool:
     """Whether HUB_PUBLISH_ALLOWED_TOPICS admits topic; ForbiddenDestination when topic cannot be read as a URL."""
-    prefixes = netguard.url_prefixes(settings.HUB_PUBLISH_ALLOWED_TOPICS, setting="HUB_PUBLISH_ALLOWED_TOPICS")
+    prefixes = hub_settings.HUB_PUBLISH_ALLOWED_TOPICS
     return not prefixes or netguard.url_admitted(topic, prefixes)
 
 
@@ -93,9 +93,9 @@ def notification_publish(
     nothing is stored and nothing spreads.
     """
     rules.topic_keys_for_publish(topic)
-    if len(content) > settings.HUB_MAX_CONTENT_BYTES:
+    if len(content) > hub_settings.HUB_MAX_CONTENT_BYTES:
         raise HubError(
-            f"content is larger than HUB_MAX_CONTENT_BYTES ({settings.HUB_MAX_CONTENT_BYTES} bytes)",
+            f"content is larger than HUB_MAX_CONTENT_BYTES ({hub_settings.HUB_MAX_CONTENT_BYTES} bytes)",
             413,
             field="content",
         )
@@ -231,7 +231,7 @@ def topic_fetch_and_publish(*, topic: str) -> Notification:
     Raises DeliveryFailed on a transport error or a non-2xx answer (retried),
     HubError when the content is too large (not retried).
     """
-    limit = settings.HUB_MAX_CONTENT_BYTES
+    limit = hub_settings.HUB_MAX_CONTENT_BYTES
     try:
         # The body of a failed fetch is not needed; one larger than the limit is refused.
         reply = http.request(

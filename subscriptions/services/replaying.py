@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
@@ -19,6 +18,7 @@ from django.utils import timezone
 from subscriptions.errors import HubError
 from subscriptions.models import Delivery, Notification, Subscription
 from subscriptions.services import breaker, queueing, retention
+from websubhub.hub_settings import hub_settings
 
 logger = logging.getLogger("subscriptions.services")
 
@@ -34,7 +34,7 @@ def replay_window(*, since: datetime, until: datetime | None, now: datetime) -> 
     start = retention.retention_window_start(now=now)
     if start is not None and since < start:
         raise HubError(
-            f"since is before the retention window: with HUB_RETENTION_DAYS={settings.HUB_RETENTION_DAYS}, "
+            f"since is before the retention window: with HUB_RETENTION_DAYS={hub_settings.HUB_RETENTION_DAYS}, "
             f"notifications published before {start:%Y-%m-%dT%H:%M:%SZ} may have been purged; "
             "replay from that time on",
             field="since",

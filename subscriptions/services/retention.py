@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, Max, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from subscriptions.models import Delivery, DeliveryAttempt, Notification, Subscription, SubscriptionRequest
 from subscriptions.services import idempotency
+from websubhub.hub_settings import hub_settings
 
 logger = logging.getLogger("subscriptions.services")
 
@@ -74,8 +74,8 @@ def retention_cutoffs(*, older_than_days: int | None = None, now: datetime | Non
     Attempts keep their own, shorter, retention when it is set below the other.
     """
     now = now or timezone.now()
-    days = settings.HUB_RETENTION_DAYS if older_than_days is None else older_than_days
-    attempt_days = settings.HUB_ATTEMPT_RETENTION_DAYS
+    days = hub_settings.HUB_RETENTION_DAYS if older_than_days is None else older_than_days
+    attempt_days = hub_settings.HUB_ATTEMPT_RETENTION_DAYS
     if days and attempt_days >= days:
         attempt_days = 0  # they go with their deliveries
     return Cutoffs(

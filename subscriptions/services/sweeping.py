@@ -6,12 +6,12 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.utils import timezone
 
 from subscriptions.models import Delivery, Notification, SubscriptionRequest
 from subscriptions.services import queueing
 from websubhub.celery import app as celery_app
+from websubhub.hub_settings import hub_settings
 from websubhub.queues import QueueName, TaskName
 
 # Every service module logs as "subscriptions.services", the one logger they shared
@@ -58,7 +58,7 @@ def hub_sweep() -> int:
     if marker == BROKER_MARKER_RECOVERING:
         return 0
     now = timezone.now()
-    cutoff = now - timedelta(seconds=settings.HUB_SWEEP_GRACE_SECONDS)
+    cutoff = now - timedelta(seconds=hub_settings.HUB_SWEEP_GRACE_SECONDS)
     notification_ids = list(
         Notification.objects.filter(spread_at__isnull=True, created_at__lt=cutoff)
         .order_by("created_at")
@@ -105,12 +105,12 @@ def _delivery_queues_stayed_short() -> bool:
     second message. The memory of a long queue is kept in a Redis broker (another
     broker: the queues now).
     """
-    long = max(queue_depth(QueueName.DELIVER), queue_depth(QueueName.DELIVER_RETRY)) > settings.HUB_SWEEP_MAX_QUEUE
+    long = max(queue_depth(QueueName.DELIVER), queue_depth(QueueName.DELIVER_RETRY)) > hub_settings.HUB_SWEEP_MAX_QUEUE
     with _broker_redis() as client:
         if client is None:
             return not long
         if long:
-            client.set(BROKER_BACKLOG_KEY, "1", ex=max(1, settings.HUB_SWEEP_GRACE_SECONDS))
+            client.set(BROKER_BACKLOG_KEY, "1", ex=max(1, hub_settings.HUB_SWEEP_GRACE_SECONDS))
             return False
         return not client.exists(BROKER_BACKLOG_KEY)
 
@@ -175,7 +175,7 @@ def hub_recover() -> int:
     (they stand behind the first in the queue) and does nothing.
     """
     now = timezone.now()
-    horizon = now + timedelta(seconds=settings.HUB_SWEEP_GRACE_SECONDS)
+    horizon = now + timedelta(seconds=hub_settings.HUB_SWEEP_GRACE_SECONDS)
     notification_ids = list(Notification.objects.filter(spread_at__isnull=True).values_list("id", flat=True))
     request_ids = list(
         SubscriptionRequest.objects.filter(state=SubscriptionRequest.State.PENDING).values_list("id", flat=True)

@@ -24,6 +24,7 @@ from subscriptions.models import Notification, Subscription
 from tests.support.auth import api_client
 from tests.support.factories import DeliveryFactory, SubscriptionFactory, SubscriptionRequestFactory
 from tests.support.subscriber import Subscriber, wait_until
+from websubhub.queues import ALL_QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,7 +111,7 @@ def test_metrics_serves_prometheus_text_with_every_metric_and_label() -> None:
         assert ("websubhub_deliveries_total", (("outcome", outcome),)) in samples
     for outcome in metrics.VERIFICATION_OUTCOMES:
         assert ("websubhub_verifications_total", (("outcome", outcome),)) in samples
-    for queue in settings.HUB_QUEUES:
+    for queue in ALL_QUEUES:
         assert ("websubhub_queue_depth", (("queue", queue),)) in samples
 
 

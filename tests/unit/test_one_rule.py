@@ -10,6 +10,7 @@ from subscriptions.api import serializers
 from subscriptions.models import Subscription
 from tests.support.factories import SubscriptionFactory
 from websubhub import client
+from websubhub.hub_settings import InvalidSetting
 
 # --- Rates -------------------------------------------------------------------------------------------
 
@@ -73,7 +74,8 @@ def test_a_throttle_reads_its_rate_with_the_rate_limits_parser(settings) -> None
 def test_a_throttle_refuses_a_rate_the_parser_refuses(settings) -> None:
     settings.HUB_THROTTLE_PUBLISH = "5/x"
 
-    with pytest.raises(ratelimit.InvalidRate):
+    # The setting's declaration reads a rate with the rate limit's parser: its refusal, naming the setting.
+    with pytest.raises(InvalidSetting, match=r"HUB_THROTTLE_PUBLISH: rate limit must look like"):
         throttles.PublishByClient()
 
 

@@ -5,9 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from django.conf import settings
-
 from websubhub.celery import app as celery_app
+from websubhub.queues import ALL_QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,6 +65,6 @@ def test_prometheus_client_imported_before_django_still_counts_in_the_metrics_di
 
 def test_the_celery_app_declares_every_hub_queue_so_a_worker_without_q_consumes_them_all() -> None:
     # (the declared queues: other tests may route to queues of their own, which the app then adds at run time)
-    assert [queue.name for queue in celery_app.conf.task_queues] == list(settings.HUB_QUEUES)
-    assert set(settings.HUB_QUEUES) <= set(celery_app.amqp.queues)
+    assert [queue.name for queue in celery_app.conf.task_queues] == list(ALL_QUEUES)
+    assert set(ALL_QUEUES) <= set(celery_app.amqp.queues)
     assert all(queue.exchange.name == "hub" for queue in celery_app.conf.task_queues)

@@ -6,10 +6,10 @@ from argparse import ArgumentParser
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from subscriptions import metrics
+from websubhub.hub_settings import hub_settings
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Command(BaseCommand):
             addr, port, metrics.worker_metrics_app, server_class=_ThreadingServer, handler_class=_QuietHandler
         )
         self.stdout.write(
-            f"serving the metrics in {settings.HUB_METRICS_DIR} at http://{addr}:{server.server_port}/metrics"
+            f"serving the metrics in {hub_settings.HUB_METRICS_DIR} at http://{addr}:{server.server_port}/metrics"
         )
         self.stdout.flush()
         try:

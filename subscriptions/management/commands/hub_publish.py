@@ -6,10 +6,10 @@ from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from subscriptions import services
+from websubhub.hub_settings import hub_settings
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 # The notification's content_type column.
@@ -55,7 +55,7 @@ class Command(BaseCommand):
 
     def _read(self, path: str, stdin: Any) -> bytes:
         # One byte past the limit is enough for the service to refuse it, without reading a huge file.
-        limit = settings.HUB_MAX_CONTENT_BYTES + 1
+        limit = hub_settings.HUB_MAX_CONTENT_BYTES + 1
         if path == "-":
             stream: BinaryIO = getattr(stdin, "buffer", stdin)
             return stream.read(limit)

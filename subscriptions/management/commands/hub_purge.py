@@ -3,11 +3,11 @@
 from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from subscriptions import services
 from subscriptions.services import retention
+from websubhub.hub_settings import hub_settings
 
 
 def _days(text: str) -> int:
@@ -41,7 +41,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, older_than: int | None, dry_run: bool, batch: int, **options: Any) -> None:
-        if older_than is None and not settings.HUB_RETENTION_DAYS and not settings.HUB_ATTEMPT_RETENTION_DAYS:
+        if older_than is None and not hub_settings.HUB_RETENTION_DAYS and not hub_settings.HUB_ATTEMPT_RETENTION_DAYS:
             self.stderr.write("HUB_RETENTION_DAYS is 0: only expired Idempotency-Keys go (use --older-than DAYS)")
         if batch < 1:
             raise CommandError("--batch must be at least 1")
