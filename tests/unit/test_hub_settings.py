@@ -11,6 +11,7 @@ from django.conf import settings as django_settings
 from django.test import override_settings
 
 from subscriptions import netguard, rules, services
+from tasks import deliver as deliver_module  # registers hub.deliver with the app
 from websubhub.celery import app as celery_app
 from websubhub.hub_settings import InvalidSetting, declared, environment_value, hub_settings, read_environment
 from websubhub.queues import TaskName
@@ -128,6 +129,7 @@ def test_gunicorn_reads_its_hub_settings_with_the_same_declarations() -> None:
 
 def test_override_settings_reaches_the_deliver_tasks_celery_rate_limit() -> None:
     deliver = celery_app.tasks[TaskName.DELIVER]
+    assert isinstance(deliver, deliver_module.DeliverTask)
     assert deliver.rate_limit is None
 
     with override_settings(HUB_DELIVERY_RATE_LIMIT="10/s"):
