@@ -178,3 +178,9 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones() -> None:
     # then
     assert "subscriptions.models" in names
     assert "django.db.transaction" in names
+    # and a rule that does not hold is reported, module by module
+    assert "subscriptions.services.delivering imports subscriptions.models" in _offences(
+        ("subscriptions.services",), ("subscriptions.models",)
+    )
+    assert _offences(("tasks",), ("subscriptions",), allowed=("subscriptions.services",)) == []
+    assert "tasks.deliver imports subscriptions.services" in _offences(("tasks",), ("subscriptions",))
