@@ -465,7 +465,7 @@ class HubSettings:
         if hasattr(django_settings, name):
             value = setting.read(getattr(django_settings, name))
         else:
-            value = setting.default_value(_Reader(self), os.environ.get)
+            value = setting.default_value(_Values(self.value), os.environ.get)
         self._cache[name] = value
         return value
 
@@ -473,14 +473,14 @@ class HubSettings:
         self._cache.clear()
 
 
-class _Reader(Mapping[str, Any]):
-    """The other settings as a mapping, for defaults that depend on them."""
+class _Values(Mapping[str, Any]):
+    """Settings by name, each read when asked: for defaults that depend on other settings."""
 
-    def __init__(self, source: HubSettings) -> None:
-        self._source = source
+    def __init__(self, read: Callable[[str], Any]) -> None:
+        self._read = read
 
     def __getitem__(self, name: str) -> Any:
-        return self._source.value(name)
+        return self._read(name)
 
     def __iter__(self) -> Any:
         return iter(declared())
@@ -516,21 +516,7 @@ def environment_value(name: str, environ: Lookup = os.environ.get) -> Any:
     raw = environ(name)
     if raw is not None:
         return setting.read(raw)
-    return setting.default_value(_EnvironmentReader(environ), environ)
-
-
-class _EnvironmentReader(Mapping[str, Any]):
-    def __init__(self, environ: Lookup) -> None:
-        self._environ = environ
-
-    def __getitem__(self, name: str) -> Any:
-        return environment_value(name, self._environ)
-
-    def __iter__(self) -> Any:
-        return iter(declared())
-
-    def __len__(self) -> int:
-        return len(declared())
+    return setting.default_value(_Values(lambda other: environment_value(other, environ)), environ)
 
 
 def _check_together(values: Mapping[str, Any], environ: Lookup) -> None:
