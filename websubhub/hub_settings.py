@@ -283,7 +283,8 @@ class HubSettings:
     # Become CELERY_WORKER_POOL and CELERY_WORKER_CONCURRENCY (settings.py): deliveries wait on the
     # network, so threads (bench/RESULTS.md compares pools).
     HUB_WORKER_POOL = Setting(text, "threads", "pool of `celery -A websubhub worker` when no -P is given")
-    HUB_WORKER_CONCURRENCY = Setting(integer, 32, "that worker's -c", check=_positive, must="be 1 or more")
+    # (0 leaves it to Celery, which then starts one per core)
+    HUB_WORKER_CONCURRENCY = Setting(integer, 32, "that worker's -c", check=_not_negative, must="be 0 or more")
     # A threads-pool worker runs as this many processes, each with its threads and its database pool:
     # one process uses one core at most. The command an operator starts is the first; it starts and
     # watches the others (websubhub/siblings.py). 1 keeps one process.
