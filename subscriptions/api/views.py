@@ -266,6 +266,44 @@ class SubscriptionReplay(APIView):
 
 @extend_schema(
     tags=["subscriptions"],
+    summary="Give the subscription a new secret, the old one still signing for a grace period",
+    description=(
+        "The new secret (`secret`, or a random `whsec_…` one when left out, shown once in the answer) signs every "
+        "delivery from now on. For `grace_seconds` (default 86400, at most 2592000) the replaced secret still signs "
+        "as well where the header takes several signatures: `webhook-signature` (Standard Webhooks) carries one "
+        "with each secret. `X-Hub-Signature` takes one and is made with the new secret: a subscriber that checks "
+        "it accepts both secrets during the rotation. After the grace period the old secret is erased. Rotating "
+        "to the current secret changes nothing; a subscription without a secret gets the new one alone at once."
+    ),
+    request=serializers.RotateSecretSerializer,
+    responses={200: serializers.RotatedSecretSerializer, **errors(400, 404, 409, 415)},
+    examples=[
+        OpenApiExample("a random secret, a day's overlap", value={"grace_seconds": 86400}, request_only=True),
+        OpenApiExample(
+            "your own secret, a week's overlap",
+            value={"secret": "n3w-s3cret", "grace_seconds": 604800},
+            request_only=True,
+        ),
+    ],
+)
+class SubscriptionRotateSecret(APIView):
+    permission_classes = [CanManage]
+
+    def post(self, request: Request, pk: int) -> Response:
+        subscription = get_object_or_404(Subscription, pk=pk)
+        serializer = serializers.RotateSecretSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            rotation = services.subscription_rotate_secret(subscription=subscription, **serializer.validated_data)
+        except services.HubError as exc:
+            return hub_error_response(exc)
+        subscription.refresh_from_db()
+        generated = rotation.secret if rotation.generated else None
+        return Response(serializers.RotatedSecretSerializer(subscription, context={"generated_secret": generated}).data)
+
+
+@extend_schema(
+    tags=["subscriptions"],
     summary="Pause deliveries to the subscription (they wait, nothing is dropped)",
     request=None,
     responses={200: serializers.SubscriptionSerializer, **errors(404)},
