@@ -172,6 +172,8 @@ class RotateSecretSerializer(serializers.Serializer):
 
     secret = serializers.CharField(
         required=False,
+        # An empty one reaches the rule below, which says what to do instead.
+        allow_blank=True,
         trim_whitespace=False,
         write_only=True,
         validators=[_pattern(SECRET_PATTERN.replace("{0,199}", "{1,199}"), "use printable ASCII")],
