@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from subscriptions import selectors, services, throttles
+from subscriptions import rules, selectors, services, throttles
 from subscriptions.api import serializers
 from subscriptions.api.errors import hub_error_response, refusal
 from subscriptions.api.permissions import CanManage, CanPublish, CanPublishOrManage
@@ -269,7 +269,8 @@ class SubscriptionReplay(APIView):
     summary="Give the subscription a new secret, the old one still signing for a grace period",
     description=(
         "The new secret (`secret`, or a random `whsec_…` one when left out, shown once in the answer) signs every "
-        "delivery from now on. For `grace_seconds` (default 86400, at most 2592000) the replaced secret still signs "
+        f"delivery from now on. For `grace_seconds` (default {rules.ROTATION_GRACE_SECONDS_DEFAULT}, at most "
+        f"{rules.ROTATION_GRACE_SECONDS_MAX}) the replaced secret still signs "
         "as well where the header takes several signatures: `webhook-signature` (Standard Webhooks) carries one "
         "with each secret. `X-Hub-Signature` takes one and is made with the new secret: a subscriber that checks "
         "it accepts both secrets during the rotation. After the grace period the old secret is erased. Rotating "

@@ -7,6 +7,8 @@ import hmac
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from subscriptions import delivery, rules, selectors, services
@@ -91,7 +93,10 @@ def test_a_delivery_in_the_grace_verifies_with_either_secret_and_one_after_it_wi
     services.subscription_rotate_secret(subscription=subscription, secret="new", grace_seconds=3600)
     # when a delivery is made during the grace
     during = DeliveryFactory(subscription=subscription, notification__topic="orders")
-    services.delivery_attempt(delivery_id=during.pk)
+    with CaptureQueriesContext(connection) as queries:
+        services.delivery_attempt(delivery_id=during.pk)
+    # (the previous secret comes with the run's one SELECT: no query more than test_deliver_queries allows)
+    assert len(queries) <= 3, [query["sql"] for query in queries]
     # and another once the grace is over (not yet erased by the expiry run)
     Subscription.objects.filter(pk=subscription.pk).update(
         previous_secret_expires_at=timezone.now() - timedelta(seconds=1)
@@ -331,6 +336,9 @@ def test_the_admin_rotates_to_a_given_secret_without_showing_it_and_refuses_a_ba
     refused = admin_client.post(url, {"secret": "chosen-one", "grace_seconds": "9999999"})
     assert refused.status_code == 200 and b"from 0 to 2592000 (30 days)" in refused.content
     assert b"chosen-one" not in refused.content
+    too_long = admin_client.post(url, {"secret": "y" * 200, "grace_seconds": "60"})
+    assert too_long.status_code == 200 and b"secret must be shorter than 200 bytes" in too_long.content
+    assert b"y" * 200 not in too_long.content
     assert Subscription.objects.get(pk=subscription.pk).secret == "old"
     response = admin_client.post(url, {"secret": "chosen-one", "grace_seconds": "60"})
     assert response.status_code == 302
