@@ -16,7 +16,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
 
-from subscriptions import ratelimit, rules, selectors, services
+from subscriptions import delivery, ratelimit, rules, selectors, services
 from subscriptions.admin.base import ReadOnlyAdmin
 from subscriptions.admin.display import (
     DELIVERY_TABLE_FIELDS,
@@ -28,6 +28,7 @@ from subscriptions.admin.display import (
 )
 from subscriptions.admin.filters import DeadLettersFilter, ExpiryFilter, SubscriptionTopicFilter
 from subscriptions.admin.replay import replay
+from subscriptions.api.errors import hub_error_for_api
 from subscriptions.models import Delivery, Subscription
 
 # Deliveries listed on a subscription's page; the rest are one link away.
@@ -266,7 +267,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     @admin.display(description="secret rotation")
     def secret_rotation(self, obj: Subscription) -> str:
         ends = obj.previous_secret_expires_at
-        if not obj.previous_secret or ends is None or ends <= timezone.now():
+        if not delivery.secret_in_grace(obj.previous_secret, ends, now=timezone.now()):
             return "—"
         return f"the previous secret also signs webhook-signature until {when(ends)} ({timeuntil(ends)} left)"
 
@@ -406,8 +407,9 @@ class SubscriptionAdmin(ReadOnlyAdmin):
                     grace_seconds=form.cleaned_data["grace_seconds"],
                 )
             except services.HubError as exc:
-                field = {"hub.secret": "secret"}.get(exc.field or "", exc.field)
-                form.add_error(field if field in form.fields else None, exc.message.replace("hub.secret", "secret"))
+                # Named as the API names it (`secret`, not the /hub form's `hub.secret`), as this form does.
+                field, message = hub_error_for_api(exc)
+                form.add_error(field if field in form.fields else None, message)
             else:
                 ends = rotation.previous_secret_expires_at
                 overlap = f"; the old one also signs until {when(ends)}" if ends else ""
