@@ -192,6 +192,9 @@ def _delivery_send(work: DeliveryWork, board: Breaker, *, probing: bool) -> tupl
             secret=work.secret,
             algorithm=settings.HUB_SIGNATURE_ALGORITHM,
             standard_webhooks=work.standard_webhooks,
+            previous_secret=delivery.secret_in_grace(
+                work.previous_secret, work.previous_secret_expires_at, now=started
+            ),
         )
         # The thread's database connection goes back to the pool while the callback
         # answers (up to the HTTP timeouts): threads outnumber pooled connections.
