@@ -263,14 +263,3 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} -> notification {self.notification_id}"
-
-
-class RateWindow(models.Model):
-    """Recent and reserved send times for one callback (the per-callback limit without Redis)."""
-
-    key = models.CharField(max_length=64, unique=True, help_text="sha256 of the callback URL")
-    slots = models.TextField(default="[]", help_text="JSON list of epoch seconds")
-    updated_at = models.DateTimeField(auto_now=True)
-
-    def __str__(self) -> str:
-        return self.key
