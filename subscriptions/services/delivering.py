@@ -24,7 +24,7 @@ from subscriptions import delivery, http, metrics, ratelimit
 from subscriptions.metrics import DeliveryOutcome
 from subscriptions.models import Delivery, DeliveryAttempt, Subscription
 from subscriptions.selectors import DeliveryWork, delivery_work, notification_payload
-from subscriptions.services import breaker, queueing
+from subscriptions.services import breaker, events, queueing
 from subscriptions.services.breaker import Breaker
 from websubhub.db import connection_release
 
@@ -303,7 +303,9 @@ def _attempt_record(
         return True, None
 
     if work.attempts >= settings.HUB_DELIVERY_MAX_RETRIES:
-        _outcome_write(work, attempt_row, status=Delivery.Status.FAILED, last_error=error, **outcome)
+        with transaction.atomic():
+            if _outcome_write(work, attempt_row, status=Delivery.Status.FAILED, last_error=error, **outcome):
+                events.delivery_failed(delivery_id=work.delivery_id, now=done)
         logger.warning(
             "delivery %s of notification %s to subscription %s: attempt %s failed for good (%s, %sms)", *log_args
         )
@@ -332,8 +334,8 @@ def _attempt_record(
     return False, Resend(countdown=wait, attempted=True) if in_broker else None
 
 
-def _outcome_write(work: DeliveryWork, attempt_row: dict[str, Any], **fields: Any) -> None:
-    """Add the attempt to the log and write the delivery's outcome (only while it is pending).
+def _outcome_write(work: DeliveryWork, attempt_row: dict[str, Any], **fields: Any) -> bool:
+    """Add the attempt to the log and write the delivery's outcome (only while it is pending); True when written.
 
     One statement on PostgreSQL (the INSERT in a WITH clause of the UPDATE), one
     transaction of two elsewhere.
@@ -346,11 +348,14 @@ def _outcome_write(work: DeliveryWork, attempt_row: dict[str, Any], **fields: An
                 _outcome_sql(connection, tuple(attempt_row), tuple(fields)),
                 [work.delivery_id, *attempt_row.values(), *fields.values(), work.delivery_id],
             )
-        return
+            return cursor.rowcount == 1
     with transaction.atomic():
         DeliveryAttempt.objects.create(delivery_id=work.delivery_id, **attempt_row)
-        Delivery.objects.filter(pk=work.delivery_id, status=Delivery.Status.PENDING).update(
-            attempts=F("attempts") + 1, **fields
+        return (
+            Delivery.objects.filter(pk=work.delivery_id, status=Delivery.Status.PENDING).update(
+                attempts=F("attempts") + 1, **fields
+            )
+            == 1
         )
 
 
