@@ -33,6 +33,12 @@ class Subscription(TimeStamped):
     )
     callback = models.CharField(max_length=MAX_CALLBACK_LENGTH)
     secret = models.CharField(max_length=MAX_SECRET_BYTES, blank=True, default="")
+    # A secret rotation's overlap (POST /api/subscriptions/<id>/rotate-secret): the secret replaced
+    # still signs webhook-signature beside the new one until `previous_secret_expires_at`, then is erased.
+    previous_secret = models.CharField(max_length=MAX_SECRET_BYTES, blank=True, default="", db_default="")
+    previous_secret_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="until when the secret replaced by a rotation still signs deliveries"
+    )
     lease_seconds = models.PositiveIntegerField()
     expires_at = models.DateTimeField()
     verified_at = models.DateTimeField()
@@ -64,6 +70,12 @@ class Subscription(TimeStamped):
         indexes = [
             models.Index(fields=["expires_at"], name="subscription_expires_at"),
             models.Index(fields=["state"], condition=Q(state="paused"), name="subscription_paused"),
+            # hub.expire_subscriptions: the previous secrets whose overlap has ended, to erase.
+            models.Index(
+                fields=["previous_secret_expires_at"],
+                condition=Q(previous_secret_expires_at__isnull=False),
+                name="subscription_rotation_ends",
+            ),
         ]
         ordering = ["-id"]
 

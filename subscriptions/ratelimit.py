@@ -21,9 +21,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from redis.exceptions import NoScriptError
 
 # Sends this close to their slot go now rather than being deferred (seconds).
 SLOT_TOLERANCE = 0.05
@@ -105,13 +107,25 @@ def _client():
         return _redis_state["client"]
 
 
-def _script(name: str, source: str):
+def _script_run(source: str, keys: list[str], args: list[Any]) -> Any:
+    """EVALSHA of a script, loading it when the server does not know it (new, restarted or flushed).
+
+    redis-py's Script wrapper checks on every call whether its client is a
+    pipeline (a typing.Protocol isinstance, dear on the hot path): two calls per
+    delivery go through here instead.
+    """
     client = _client()
-    with _redis_lock:
-        key = f"script:{name}"
-        if key not in _redis_state:
-            _redis_state[key] = client.register_script(source)
-        return _redis_state[key]
+    sha = _script_shas.get(source)
+    if sha is None:
+        sha = _script_shas[source] = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+    try:
+        return client.evalsha(sha, len(keys), *keys, *args)
+    except NoScriptError:
+        client.script_load(source)
+        return client.evalsha(sha, len(keys), *keys, *args)
+
+
+_script_shas: dict[str, str] = {}
 
 
 def _reserve_database(key: str, rate: Rate) -> float:
@@ -238,9 +252,10 @@ def attempt_admit(delivery: str, callback: str, *, lease: float, cap: int, rate:
         return Admission(Verdict.ADMITTED)
     token = uuid.uuid4().hex
     limit, window = (rate.limit, int(rate.window * 1000)) if rate else (0, 0)
-    verdict, wait_ms = _script("admit", _ADMIT_LUA)(
-        keys=_keys(delivery, callback),
-        args=[token, int(lease * 1000), cap, limit, window, int(SLOT_TOLERANCE * 1000)],
+    verdict, wait_ms = _script_run(
+        _ADMIT_LUA,
+        _keys(delivery, callback),
+        [token, int(lease * 1000), cap, limit, window, int(SLOT_TOLERANCE * 1000)],
     )
     verdict = Verdict(int(verdict))
     if verdict is Verdict.ADMITTED:
@@ -251,7 +266,6 @@ def attempt_admit(delivery: str, callback: str, *, lease: float, cap: int, rate:
 def attempt_give_back(delivery: str, callback: str, admission: Admission, *, settled: bool) -> None:
     """Give back what an admitted run holds; the claim of a `settled` delivery stays a few seconds as a tombstone."""
     if admission.token:
-        _script("give_back", _GIVE_BACK_LUA)(
-            keys=_keys(delivery, callback)[:2],
-            args=[admission.token, SETTLED_TOMBSTONE_MS if settled else 0],
+        _script_run(
+            _GIVE_BACK_LUA, _keys(delivery, callback)[:2], [admission.token, SETTLED_TOMBSTONE_MS if settled else 0]
         )

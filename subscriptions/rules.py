@@ -69,6 +69,29 @@ def secret_validate(secret: str) -> None:
         raise HubError("hub.secret cannot contain a NUL character", field="hub.secret")
 
 
+# A secret rotation's overlap (POST /api/subscriptions/<id>/rotate-secret): a day unless asked, and at most
+# 30 days, so that a replaced secret (perhaps leaked) cannot go on signing for ever.
+ROTATION_GRACE_SECONDS_DEFAULT = 24 * 3600
+ROTATION_GRACE_SECONDS_MAX = 30 * 24 * 3600
+
+
+ROTATION_GRACE_REFUSAL = (
+    f"grace_seconds must be a whole number of seconds from 0 to {ROTATION_GRACE_SECONDS_MAX} (30 days)"
+)
+
+
+def rotation_grace_validate(grace_seconds: int) -> None:
+    if not 0 <= grace_seconds <= ROTATION_GRACE_SECONDS_MAX:
+        raise HubError(f"{ROTATION_GRACE_REFUSAL}, not {grace_seconds}", field="grace_seconds")
+
+
+def rotation_secret_validate(secret: str) -> None:
+    """A secret an operator rotates to: as hub.secret, and not empty (rotating never turns signing off)."""
+    if not secret:
+        raise HubError("hub.secret cannot be empty: leave it out for a random one", field="hub.secret")
+    secret_validate(secret)
+
+
 def topic_key_for_subscription(topic: str) -> str:
     try:
         return subscription_key(topic)

@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from subscriptions import selectors, services, throttles
+from subscriptions import rules, selectors, services, throttles
 from subscriptions.api import serializers
 from subscriptions.api.errors import hub_error_response, refusal
 from subscriptions.api.permissions import CanManage, CanPublish, CanPublishOrManage
@@ -283,6 +283,45 @@ class SubscriptionReplay(APIView):
         except services.HubError as exc:
             return hub_error_response(exc)
         return Response({"replayed": count}, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(
+    tags=["subscriptions"],
+    summary="Give the subscription a new secret, the old one still signing for a grace period",
+    description=(
+        "The new secret (`secret`, or a random `whsec_…` one when left out, shown once in the answer) signs every "
+        f"delivery from now on. For `grace_seconds` (default {rules.ROTATION_GRACE_SECONDS_DEFAULT}, at most "
+        f"{rules.ROTATION_GRACE_SECONDS_MAX}) the replaced secret still signs "
+        "as well where the header takes several signatures: `webhook-signature` (Standard Webhooks) carries one "
+        "with each secret. `X-Hub-Signature` takes one and is made with the new secret: a subscriber that checks "
+        "it accepts both secrets during the rotation. After the grace period the old secret is erased. Rotating "
+        "to the current secret changes nothing; a subscription without a secret gets the new one alone at once."
+    ),
+    request=serializers.RotateSecretSerializer,
+    responses={200: serializers.RotatedSecretSerializer, **errors(400, 404, 409, 415)},
+    examples=[
+        OpenApiExample("a random secret, a day's overlap", value={"grace_seconds": 86400}, request_only=True),
+        OpenApiExample(
+            "your own secret, a week's overlap",
+            value={"secret": "n3w-s3cret", "grace_seconds": 604800},
+            request_only=True,
+        ),
+    ],
+)
+class SubscriptionRotateSecret(APIView):
+    permission_classes = [CanManage]
+
+    def post(self, request: Request, pk: int) -> Response:
+        subscription = get_object_or_404(Subscription, pk=pk)
+        serializer = serializers.RotateSecretSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            rotation = services.subscription_rotate_secret(subscription=subscription, **serializer.validated_data)
+        except services.HubError as exc:
+            return hub_error_response(exc)
+        subscription.refresh_from_db()
+        generated = rotation.secret if rotation.generated else None
+        return Response(serializers.RotatedSecretSerializer(subscription, context={"generated_secret": generated}).data)
 
 
 @extend_schema(

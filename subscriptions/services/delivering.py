@@ -192,6 +192,9 @@ def _delivery_send(work: DeliveryWork, board: Breaker, *, probing: bool) -> tupl
             secret=work.secret,
             algorithm=settings.HUB_SIGNATURE_ALGORITHM,
             standard_webhooks=work.standard_webhooks,
+            previous_secret=delivery.secret_in_grace(
+                work.previous_secret, work.previous_secret_expires_at, now=started
+            ),
         )
         # The thread's database connection goes back to the pool while the callback
         # answers (up to the HTTP timeouts): threads outnumber pooled connections.
@@ -338,7 +341,13 @@ def _outcome_write(work: DeliveryWork, attempt_row: dict[str, Any], **fields: An
     """Add the attempt to the log and write the delivery's outcome (only while it is pending); True when written.
 
     One statement on PostgreSQL (the INSERT in a WITH clause of the UPDATE), one
-    transaction of two elsewhere.
+    transaction of two elsewhere. On PostgreSQL it commits asynchronously
+    (`synchronous_commit` off for this statement's transaction only): a crash of
+    the database server may forget the outcomes of its last fraction of a
+    second, which leaves those deliveries pending as they were before the
+    attempt, so they are sent again (at least once; README, Delivery
+    guarantees). Accepting a notification and creating its deliveries stay
+    synchronous: nothing accepted is lost.
     """
     fields["updated_at"] = timezone.now()
     connection = connections["default"]
@@ -379,7 +388,9 @@ def _outcome_sql(connection: Any, attempt_fields: tuple[str, ...], delivery_fiel
             f"VALUES ({', '.join(['%s'] * len(insert_columns))})) "
             f"UPDATE {quote(deliveries.db_table)} SET {', '.join(assignments)} "
             f"WHERE {quote(deliveries.pk.column)} = %s AND {quote(deliveries.get_field('status').column)} = "
-            f"'{Delivery.Status.PENDING.value}'"
+            f"'{Delivery.Status.PENDING.value}' "
+            # This statement's transaction commits without waiting for the WAL flush (OUTCOME_COMMIT).
+            "AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
         )
         _outcome_sql_cache[key] = sql
     return sql

@@ -118,17 +118,24 @@ def subscription_verify(*, request_id: int) -> SubscriptionRequest | None:
             return request
         now = timezone.now()
         if request.mode == SubscriptionRequest.Mode.SUBSCRIBE:
+            defaults = {
+                "topic": request.topic,
+                "secret": request.secret,
+                "lease_seconds": request.lease_seconds,
+                "verified_at": now,
+                "expires_at": now + timedelta(seconds=request.lease_seconds),
+                "state": Subscription.State.ACTIVE,
+            }
+            pair = Subscription.objects.select_for_update().filter(
+                topic_key=request.topic_key, callback=request.callback
+            )
+            current_secret = pair.values_list("secret", flat=True).first()
+            if current_secret is not None and current_secret != request.secret:
+                # The subscriber's own new secret applies alone at once: it ends a rotation's overlap.
+                # A renewal with the current secret leaves an overlap running.
+                defaults.update(previous_secret="", previous_secret_expires_at=None)
             subscription, created = Subscription.objects.update_or_create(
-                topic_key=request.topic_key,
-                callback=request.callback,
-                defaults={
-                    "topic": request.topic,
-                    "secret": request.secret,
-                    "lease_seconds": request.lease_seconds,
-                    "verified_at": now,
-                    "expires_at": now + timedelta(seconds=request.lease_seconds),
-                    "state": Subscription.State.ACTIVE,
-                },
+                topic_key=request.topic_key, callback=request.callback, defaults=defaults
             )
             logger.info(
                 "subscription %s %s by request %s, lease %ss",

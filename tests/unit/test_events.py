@@ -148,7 +148,9 @@ def test_the_breaker_pausing_a_subscription_publishes_one_paused_event_without_t
     server: Subscriber, hub_settings
 ) -> None:
     # given a subscription with a secret whose callback fails
-    subscription = SubscriptionFactory(topic="orders", callback=server.url("/sick?key=abc"), secret=SECRET)
+    subscription = SubscriptionFactory(
+        topic="orders", callback=server.url("/sick?key=abc"), secret=SECRET, previous_secret=f"old-{SECRET}"
+    )
     # when two attempts fail (the threshold), then a probe fails too
     fail_twice(server, subscription)
     Subscription.objects.filter(pk=subscription.pk).update(resume_after=timezone.now() - timedelta(seconds=1))
