@@ -11,7 +11,15 @@ from django.conf import settings
 from subscriptions import netguard
 from subscriptions.errors import HubError
 from subscriptions.models import MAX_CALLBACK_LENGTH, MAX_SECRET_BYTES
-from subscriptions.topics import InvalidTopic, has_space_or_control, publish_keys, subscription_key
+from subscriptions.topics import (
+    EVENTS_PREFIX,
+    InvalidTopic,
+    has_space_or_control,
+    is_events_topic,
+    key_receives_events,
+    publish_keys,
+    subscription_key,
+)
 
 
 def lease_seconds_parse(raw: str) -> int:
@@ -96,6 +104,29 @@ def topic_keys_for_publish(topic: str) -> list[str]:
         return publish_keys(topic)
     except InvalidTopic as exc:
         raise HubError(str(exc), field="hub.topic") from None
+
+
+def topic_events_publish_refuse(topic: str) -> None:
+    """Refuse (403) a publish from outside on the hub's own event topics: only the hub publishes there."""
+    if is_events_topic(topic):
+        raise HubError(
+            f"{EVENTS_PREFIX} and the topics under it are reserved for the hub's own operational events: "
+            "only the hub publishes there",
+            403,
+            field="hub.topic",
+        )
+
+
+def topic_events_subscribe_refuse(topic_key: str) -> None:
+    """Refuse (403) an open subscribe whose topic would receive the hub's operational events."""
+    if key_receives_events(topic_key):
+        raise HubError(
+            f"a subscription to this topic would receive the hub's operational events ({EVENTS_PREFIX}.*), "
+            "which name other subscriptions: subscribe with POST /api/subscriptions/ and a token with the "
+            "manage permission",
+            403,
+            field="hub.topic",
+        )
 
 
 @lru_cache(maxsize=8)

@@ -3,7 +3,13 @@
 import math
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -44,7 +50,9 @@ def _throttled(wait: float) -> Response:
     description=(
         "With an `Idempotency-Key` header (up to 255 printable ASCII characters, per client), a repeat of the "
         "same topic and content within 24 hours is answered with the first answer (the same id, 202, and "
-        "`Idempotent-Replayed: true`) and publishes nothing; the same key with another topic or content gets 422."
+        "`Idempotent-Replayed: true`) and publishes nothing; the same key with another topic or content gets 422. "
+        "`hub.events` and the topics under it (any case) are the hub's own operational events: publishing there "
+        "gets 403, whatever the token."
     ),
     request=serializers.NotificationCreateSerializer,
     parameters=[
@@ -64,7 +72,15 @@ def _throttled(wait: float) -> Response:
             description="present when this is the answer of an earlier request with the same Idempotency-Key",
         ),
     ],
-    responses={202: serializers.AcceptedIdSerializer, **errors(400, 409, 413, 415, 422, 429)},
+    responses={
+        202: serializers.AcceptedIdSerializer,
+        **errors(400, 409, 413, 415, 422, 429),
+        403: OpenApiResponse(
+            E,
+            description="the token lacks the publish permission, or the topic is hub.events or under it "
+            "(reserved for the hub's own operational events)",
+        ),
+    },
     examples=[
         OpenApiExample(
             "trade document", value={"topic": "UN.CEFACT.TRADE.CO", "content": {"document": "CO-1"}}, request_only=True
@@ -122,6 +138,10 @@ class NotificationDetail(APIView):
     post=extend_schema(
         tags=["subscriptions"],
         summary="Subscribe (verified asynchronously, as on /hub)",
+        description=(
+            "The topic may be `hub.events` (every operational event the hub publishes), one event's topic such as "
+            "`hub.events.subscription.paused`, or `hub`: only here, with the manage permission; /hub refuses them."
+        ),
         request=serializers.SubscriptionCreateSerializer,
         responses={202: serializers.SubscriptionRequestSerializer, **errors(400, 404, 429)},
     ),
@@ -152,8 +172,9 @@ class SubscriptionListCreate(generics.ListAPIView):
         if wait is not None:
             return _throttled(wait)
         try:
+            # Tokens that manage the hub may subscribe to its operational events (hub.events); /hub may not.
             subscription_request = services.subscription_request(
-                mode=SubscriptionRequest.Mode.SUBSCRIBE, **serializer.validated_data
+                mode=SubscriptionRequest.Mode.SUBSCRIBE, events_allowed=True, **serializer.validated_data
             )
         except services.HubError as exc:
             return hub_error_response(exc)

@@ -24,7 +24,7 @@ from subscriptions import delivery, http, metrics, ratelimit
 from subscriptions.metrics import DeliveryOutcome
 from subscriptions.models import Delivery, DeliveryAttempt, Subscription
 from subscriptions.selectors import DeliveryWork, delivery_work, notification_payload
-from subscriptions.services import breaker, queueing
+from subscriptions.services import breaker, events, queueing
 from subscriptions.services.breaker import Breaker
 from websubhub.db import connection_release
 
@@ -306,7 +306,9 @@ def _attempt_record(
         return True, None
 
     if work.attempts >= settings.HUB_DELIVERY_MAX_RETRIES:
-        _outcome_write(work, attempt_row, status=Delivery.Status.FAILED, last_error=error, **outcome)
+        with transaction.atomic():
+            if _outcome_write(work, attempt_row, status=Delivery.Status.FAILED, last_error=error, **outcome):
+                events.delivery_failed(delivery_id=work.delivery_id, now=done)
         logger.warning(
             "delivery %s of notification %s to subscription %s: attempt %s failed for good (%s, %sms)", *log_args
         )
@@ -335,8 +337,8 @@ def _attempt_record(
     return False, Resend(countdown=wait, attempted=True) if in_broker else None
 
 
-def _outcome_write(work: DeliveryWork, attempt_row: dict[str, Any], **fields: Any) -> None:
-    """Add the attempt to the log and write the delivery's outcome (only while it is pending).
+def _outcome_write(work: DeliveryWork, attempt_row: dict[str, Any], **fields: Any) -> bool:
+    """Add the attempt to the log and write the delivery's outcome (only while it is pending); True when written.
 
     One statement on PostgreSQL (the INSERT in a WITH clause of the UPDATE), one
     transaction of two elsewhere. On PostgreSQL it commits asynchronously
@@ -358,7 +360,7 @@ def _outcome_write(work: DeliveryWork, attempt_row: dict[str, Any], **fields: An
                 " AND set_config('synchronous_commit', 'off', true) IS NOT NULL",
                 [work.delivery_id, *attempt_row.values(), *fields.values(), work.delivery_id],
             )
-        return
+            return cursor.rowcount == 1
     # Raw statements with each value prepared by its field, as the ORM would (the ORM's own
     # create and update cost more than the rest of a delivery on SQLite).
     attempt_values = [_db_value(DeliveryAttempt, name, value, connection) for name, value in attempt_row.items()]
@@ -366,6 +368,7 @@ def _outcome_write(work: DeliveryWork, attempt_row: dict[str, Any], **fields: An
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(insert, [work.delivery_id, *attempt_values])
         cursor.execute(update, [*delivery_values, work.delivery_id])
+        return cursor.rowcount == 1
 
 
 def _db_value(model: type, name: str, value: Any, connection: Any) -> Any:
