@@ -1525,43 +1525,53 @@ class Bench:
         self.log(f"purge: {n:,} settled deliveries past retention, {fanout} per notification (INSERT ... SELECT)")
         seeded = self.dbtool(env, "purge-seed", "--count", str(n), "--fanout", str(fanout), "--base", self.sink.url)
         self.log(f"purge: seeded in {seeded['seconds']:.1f}s; the load without purge")
-        without = self.purge_load_run(spec=spec, env=env, topic=topic, purge=False)
+        before = self.purge_load_run(spec=spec, env=env, topic=topic, purge=False)
         self.log("purge: the load while the purge runs")
         during = self.purge_load_run(spec=spec, env=env, topic=topic, purge=True)
         left = self.dbtool(env, "deliveries")
-        self.details["purge"] = {"seeded": seeded, "without": without, "during": during, "left": left}
-        removed = during["purge"]["counts"]
-        purge_seconds = during["purge"]["seconds"]
-        batches = during["purge"]["batch_seconds"]
-        ratio = during["rate"] / without["rate"] if without["rate"] else float("nan")
-        activity = during["activity"]
-        longest = activity["longest"]
-        missing = without["missing"] + during["missing"]
-        duplicates = without["duplicates"] + during["duplicates"]
-        refused_n = sum(without["refused"].values()) + sum(during["refused"].values())
-        cpu = {name: run["cpu_raw"] for name, run in (("during", during), ("without", without))}
-        busy = {name: c["machine_s"] / max(1e-9, c["wall_s"] * c["cores"]) for name, c in cpu.items()}
+        # Without purge once before and once after it, so that drift on a shared machine hits both sides alike.
+        self.log("purge: the load without purge, again")
+        after = self.purge_load_run(spec=spec, env=env, topic=topic, purge=False)
+        runs = {"before": before, "during": during, "after": after}
+        self.details["purge"] = {"seeded": seeded, **runs, "left": left}
+        purged = during["purge"]
+        removed, purge_seconds, batches = purged["counts"], purged["seconds"], purged["batch_seconds"]
+        without = statistics.mean([before["rate"], after["rate"]])
+        ratio = during["rate"] / without if without else float("nan")
+        activity, longest = during["activity"], during["activity"]["longest"]
+        missing = sum(r["missing"] for r in runs.values())
+        duplicates = sum(r["duplicates"] for r in runs.values())
+        refused_n = sum(sum(r["refused"].values()) for r in runs.values())
+
+        def cores(run: dict, group: str | None = None) -> float:
+            """Cores busy over the run's window: the machine's, or one group's."""
+            cpu = run["cpu_raw"]
+            used = cpu["machine_s"] if group is None else cpu["groups_s"].get(group, 0.0)
+            return used / max(1e-9, cpu["wall_s"])
+
         self.row(
             "10 purge",
             f"{seeded['deliveries']:,} settled deliveries past retention ({seeded['notifications']:,} notifications, "
             f"{seeded['attempts']:,} attempts; seeded in {seeded['seconds']:.0f}s); purge batch "
-            f"{during['purge']['batch']} rows/statement, {during['purge']['notification_batch']} notifications/round, "
-            f"own process; load: {self.describe(spec)}, S={self.args.subscribers}, >={PURGE_BACKLOG} owed",
+            f"{purged['batch']} rows/statement, {purged['notification_batch']} notifications/round, own process; "
+            f"load: {self.describe(spec)}, S={self.args.subscribers}, >={PURGE_BACKLOG} deliveries owed",
             f"purge {removed['deliveries'] / purge_seconds:,.0f} deliveries/s ({removed['deliveries']:,} in "
-            f"{purge_seconds:.1f}s; {during['purge']['rows']:,} rows in all, {len(batches)} batches, batch "
+            f"{purge_seconds:.1f}s; {purged['rows']:,} rows in all, {len(batches)} batches, batch "
             f"p50/max {percentile(batches, 50):.2f}/{max(batches, default=0):.2f}s); deliveries "
-            f"{during['rate']:,.0f}/s during the purge vs {without['rate']:,.0f}/s without ({ratio:.2f}x); "
-            f"machine busy {busy['during'] * 100:.0f}% vs {busy['without'] * 100:.0f}%, purge process "
-            f"{during['cpu_raw']['groups_s'].get('purge', 0):.1f} CPU s; hub waiting on a lock in "
-            f"{activity['hub_lock_wait_samples']}/{activity['samples']} samples of pg_stat_activity; longest "
-            f"statement seen: purge {longest.get('purge', {}).get('seconds', 0):.2f}s, hub "
-            f"{longest.get('hub', {}).get('seconds', 0):.2f}s; missing {missing}, dup {duplicates}"
+            f"{during['rate']:,.0f}/s during the purge vs {without:,.0f}/s without ({ratio:.2f}x; without: "
+            f"{before['rate']:,.0f}/s before, {after['rate']:,.0f}/s after); cores busy {cores(during):.2f} vs "
+            f"{cores(before):.2f}/{cores(after):.2f}: purge process {cores(during, 'purge'):.2f}, postgres "
+            f"{cores(during, 'postgres'):.2f} vs {cores(before, 'postgres'):.2f}/{cores(after, 'postgres'):.2f}, "
+            f"worker {cores(during, 'worker'):.2f} vs {cores(before, 'worker'):.2f}/{cores(after, 'worker'):.2f}; "
+            f"hub waiting on a lock in {activity['hub_lock_wait_samples']}/{activity['samples']} samples of "
+            f"pg_stat_activity; longest statement seen: purge {longest.get('purge', {}).get('seconds', 0):.2f}s, "
+            f"hub {longest.get('hub', {}).get('seconds', 0):.2f}s; missing {missing}, dup {duplicates}"
             f"{f', {refused_n} publishes refused' if refused_n else ''}",
-            "report",
+            "report; all purged, 0 missing/dup",
             "ok" if missing == 0 and duplicates == 0 and removed["deliveries"] == seeded["deliveries"] else "MISS",
         )
         if missing or duplicates:
-            self.notes.append(f"purge: load ended {without['ended']} (without), {during['ended']} (during)")
+            self.notes.append("purge: the load ended " + ", ".join(f"{n} {r['ended']}" for n, r in runs.items()))
         self.dbtool(env, "reset")
 
     # -- all --
