@@ -259,7 +259,7 @@ class RssSampler:
 
 
 class SteadyLoad:
-    """Publishes to `topic` in a thread, PURGE_PUBLISH_CHUNK at a time, while fewer than `backlog` deliveries are owed.
+    """Publishes to `topic` in a thread, PURGE_PUBLISH_CHUNK at a time, while fewer than PURGE_BACKLOG are owed.
 
     Owed is accepted publishes x subscribers minus the sink's POSTs: the workers
     always have work, so the rate in a window is what they can do, not what was
@@ -1759,6 +1759,8 @@ def main() -> None:
     if args.isolation_pools:
         args.isolation_pools = [p for p in args.isolation_pools.split(",") if p]
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if args.purge_rows < 1 or args.purge_fanout < 1 or (args.purge_batch is not None and args.purge_batch < 1):
+        parser.error("--purge-rows, --purge-fanout and --purge-batch must be at least 1")
     unknown = set(args.scenarios) - set(ALL_SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
