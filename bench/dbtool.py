@@ -415,7 +415,7 @@ def cmd_purge_seed(args: argparse.Namespace) -> None:
     """`count` settled deliveries, `fanout` per notification, with their attempts, all past retention.
 
     Set-based on the server (INSERT ... SELECT over generate_series and a cross
-    join), then VACUUM ANALYZE, so that 1,000,000 take about a minute, not an
+    join), then VACUUM ANALYZE, so that 1,000,000 take a minute or two, not an
     hour of ORM round trips. The subscriptions (`fanout` of them, callbacks at
     `base`/old/<i>) are on a topic nobody publishes to.
     """
