@@ -154,10 +154,13 @@ class Delivery(TimeStamped):
         CANCELLED = "cancelled", "Cancelled"
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False, help_text="sent as X-Hub-Delivery")
-    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries")
+    # No single-column index on either foreign key: the composite indexes below lead with
+    # each (lookups and cascades use them), and every index is one more write for each
+    # delivery spread and each outcome recorded.
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     # Kept when the subscription ends (unsubscribe, 410, expiry) so the record stays inspectable.
     subscription = models.ForeignKey(
-        Subscription, on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries"
+        Subscription, on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries", db_index=False
     )
     callback = models.CharField(max_length=MAX_CALLBACK_LENGTH)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
@@ -215,7 +218,8 @@ ATTEMPT_FIELDS = ["number", "started_at", "duration_ms", "status_code", "error",
 class DeliveryAttempt(models.Model):
     """One POST of a delivery to its callback, kept for inspection (the attempt log)."""
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    # Indexed by attempt_delivery_started, which leads with it.
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log", db_index=False)
     number = models.PositiveIntegerField(help_text="attempt number within the delivery's current round")
     started_at = models.DateTimeField()
     duration_ms = models.PositiveIntegerField()
