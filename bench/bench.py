@@ -15,6 +15,8 @@ Scenarios (--scenarios, comma-separated; default all):
   embedded   e2e on SQLite + the filesystem broker (no DATABASE_URL / REDIS_URL), the Procfile's worker
   latency    idle hub, one subscriber, publishes one at a time: publish-to-arrival p50 (Redis, embedded)
   waiting    N deliveries waiting for their retry in the database: worker RSS, broker memory, due to sent
+  purge      N settled deliveries past retention purged while end-to-end delivery runs: purge rate, delivery
+             rate during the purge vs without (PostgreSQL only)
 
 Layouts (--pools): pool:concurrency[xinstances], `default` (the hub's own worker defaults: no -P/-c),
 `procfile` (the Procfile's worker line). CPU per delivery: bench/README.md.
@@ -49,7 +51,18 @@ ROOT = Path(__file__).absolute().parent.parent
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"
 PY = sys.executable
-ALL_SCENARIOS = ("ceiling", "e2e", "fanout", "matching", "publish", "isolation", "embedded", "latency", "waiting")
+ALL_SCENARIOS = (
+    "ceiling",
+    "e2e",
+    "fanout",
+    "matching",
+    "publish",
+    "isolation",
+    "embedded",
+    "latency",
+    "waiting",
+    "purge",
+)
 
 # Seconds without a new delivery after which a run is declared stalled (the rest is "missing").
 STALL_SECONDS = 20.0
@@ -71,6 +84,15 @@ LATENCY_SETTLE_SECONDS = 1.0
 WAITING_SAMPLE_MARGIN = 3.0
 # Keys of the hub's delivery queues in Redis (hub.deliver, hub.deliver.retry, and kombu's priority variants).
 DELIVER_QUEUE_PREFIX = "hub.deliver"
+# Purge: the steady load publishes PURGE_PUBLISH_CHUNK notifications whenever fewer than PURGE_BACKLOG deliveries
+# are owed (published, not arrived), so the workers never run dry in a measured window; each window starts
+# PURGE_WARMUP_SECONDS after the load, when the workers are busy. pg_stat_activity is sampled this often.
+PURGE_BACKLOG = 2000
+PURGE_PUBLISH_CHUNK = 8
+PURGE_WARMUP_SECONDS = 3.0
+PURGE_SAMPLE_SECONDS = 0.25
+# application_name (libpq's PGAPPNAME) of the purge process's connection, to tell it apart in pg_stat_activity.
+PURGE_APP_NAME = "bench-purge"
 
 
 class Processes:
@@ -233,6 +255,105 @@ class RssSampler:
         self._thread.join()
 
 
+# --- Steady load and pg_stat_activity (purge) ----------------------------------------------
+
+
+class SteadyLoad:
+    """Publishes to `topic` in a thread, PURGE_PUBLISH_CHUNK at a time, while fewer than PURGE_BACKLOG are owed.
+
+    Owed is accepted publishes x subscribers minus the sink's POSTs: the workers
+    always have work, so the rate in a window is what they can do, not what was
+    published. Every publish has its own seq.
+    """
+
+    def __init__(self, *, url: str, topic: str, subscribers: int, sink: "Sink", headers: dict, concurrency: int):
+        self.url, self.topic, self.subscribers, self.sink = url, topic, subscribers, sink
+        self.headers, self.concurrency = headers, concurrency
+        self.results: list[tuple] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def accepted(self) -> int:
+        return sum(1 for r in self.results if r[1] == 202)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self.accepted() * self.subscribers - self.sink.stats()["posts"] < PURGE_BACKLOG:
+                    chunk = publish(
+                        self.url, self.topic, PURGE_PUBLISH_CHUNK, self.concurrency, 60, self.headers, len(self.results)
+                    )
+                    self.results += chunk
+                else:
+                    self._stop.wait(POLL_SECONDS / 2)
+        except BaseException as exc:  # reported by stop(): a load that died must not pass for a slow hub
+            self.error = exc
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.error is not None:
+            raise RuntimeError(f"the steady load failed: {self.error!r}")
+
+
+class PgActivity:
+    """Samples pg_stat_activity of one database in a thread: lock waits, and the longest running statements."""
+
+    def __init__(self, database_url: str, interval: float = PURGE_SAMPLE_SECONDS) -> None:
+        self.database_url = database_url
+        self.interval = interval
+        self.samples = 0
+        self.waits: Counter = Counter()
+        self.lock_wait_samples = 0
+        self.longest: dict[str, tuple[float, str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psycopg
+
+        query = (
+            "SELECT application_name, wait_event_type, wait_event, "
+            "EXTRACT(EPOCH FROM clock_timestamp() - query_start)::float8, left(query, 200) "
+            "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND state = 'active'"
+        )
+        with psycopg.connect(self.database_url, autocommit=True) as connection:
+            while not self._stop.wait(self.interval):
+                rows = connection.execute(query).fetchall()
+                self.samples += 1
+                locked = False
+                for app, wait_type, wait_event, seconds, text in rows:
+                    who = "purge" if app == PURGE_APP_NAME else "hub"
+                    if wait_type:
+                        self.waits[f"{who} {wait_type}:{wait_event}"] += 1
+                        locked = locked or (wait_type == "Lock" and who == "hub")
+                    if seconds is not None and seconds > self.longest.get(who, (0.0, ""))[0]:
+                        self.longest[who] = (seconds, text)
+                self.lock_wait_samples += locked
+
+    def __enter__(self) -> "PgActivity":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def result(self) -> dict:
+        return {
+            "samples": self.samples,
+            "interval_s": self.interval,
+            "hub_lock_wait_samples": self.lock_wait_samples,
+            "waits": dict(self.waits.most_common()),
+            "longest": {who: {"seconds": s, "query": q} for who, (s, q) in self.longest.items()},
+        }
+
+
 # --- CPU accounting ------------------------------------------------------------------------
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -390,12 +511,12 @@ def cpu_text(per: dict) -> str:
 
 
 async def _publish(
-    url: str, topic: str, count: int, concurrency: int, max_seconds: float, headers: dict[str, str]
+    url: str, topic: str, count: int, concurrency: int, max_seconds: float, headers: dict[str, str], first: int
 ) -> list[tuple]:
-    """POST count notifications, concurrency at a time; (seq, status, sent, answered) each."""
+    """POST count notifications (seq from `first` on), concurrency at a time; (seq, status, sent, answered) each."""
     results: list[tuple] = []
     deadline = time.monotonic() + max_seconds
-    sequence = iter(range(count))
+    sequence = iter(range(first, first + count))
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout, headers=headers
@@ -420,9 +541,15 @@ async def _publish(
 
 
 def publish(
-    url: str, topic: str, count: int, concurrency: int, max_seconds: float, headers: dict[str, str] | None = None
+    url: str,
+    topic: str,
+    count: int,
+    concurrency: int,
+    max_seconds: float,
+    headers: dict[str, str] | None = None,
+    first: int = 0,
 ) -> list[tuple]:
-    results = asyncio.run(_publish(url, topic, count, concurrency, max_seconds, headers or {}))
+    results = asyncio.run(_publish(url, topic, count, concurrency, max_seconds, headers or {}, first))
     refused = Counter(r[1] for r in results if r[1] != 202)
     if results and len(refused) and sum(refused.values()) == len(results):
         raise RuntimeError(f"every publish was refused (HTTP status: count {dict(refused)}); see bench/out/web*.log")
@@ -566,7 +693,7 @@ class Bench:
             run_checked([PY, "manage.py", "migrate", "-v0"], self.hub_env())
             self.flush_redis()
         self.sink = Sink()
-        if needs_pg & {"e2e", "fanout", "publish", "isolation", "latency"}:
+        if needs_pg & {"e2e", "fanout", "publish", "isolation", "latency", "purge"}:
             self.web = self.start_web(self.hub_env(), self.web_port, "web")
 
     def start_gunicorn(self, env: dict, port: int, name: str, app: str, ready_path: str) -> subprocess.Popen:
@@ -1307,6 +1434,146 @@ class Bench:
             "ok" if ok else "MISS",
         )
 
+    # -- scenario 10: purge while delivering --
+
+    def purge_load_run(self, *, spec: str, env: dict, topic: str, purge: bool) -> dict:
+        """Steady e2e load; the window is the purge's run (purge=True) or --purge-baseline-seconds (False).
+
+        The purge is `dbtool.py purge` (services.retention_purge, as hub_purge runs
+        it) in its own process, started once the load is warm. After the window the
+        load stops and every delivery it owed is waited for (missing, duplicates).
+        """
+        s = self.args.subscribers
+        self.flush_redis()
+        self.sink.reset()
+        workers = self.start_workers("websubhub", spec, env)
+        web_url = f"http://127.0.0.1:{self.web_port}"
+        load = SteadyLoad(
+            url=f"{web_url}/api/notifications/",
+            topic=topic,
+            subscribers=s,
+            sink=self.sink,
+            headers=self.headers[web_url],
+            concurrency=self.args.publish_concurrency_e2e,
+        )
+        purge_result: dict = {}
+        groups = self.cpu_groups(workers, self.web, embedded=False)
+        purger: subprocess.Popen | None = None
+        groups["purge"] = lambda: process_tree([purger.pid]) if purger is not None else []
+        try:
+            load.start()
+            time.sleep(PURGE_WARMUP_SECONDS)
+            with PgActivity(self.database_url) as activity, CpuMeter(groups) as meter:
+                if purge:
+                    command = [PY, str(BENCH / "dbtool.py"), "purge"]
+                    if self.args.purge_batch:
+                        command += ["--batch", str(self.args.purge_batch)]
+                    log = OUT / "purge.log"
+                    offset = log.stat().st_size if log.exists() else 0
+                    purger = PROCS.start("purge", command, {**env, "PGAPPNAME": PURGE_APP_NAME})
+                    deadline = time.monotonic() + self.args.purge_max_wait
+                    while purger.poll() is None and time.monotonic() < deadline:
+                        time.sleep(POLL_SECONDS)
+                    if purger.poll() is None:
+                        PROCS.stop(purger)
+                        raise RuntimeError(f"the purge did not end within --purge-max-wait {self.args.purge_max_wait}s")
+                    PROCS.stop(purger)
+                    with log.open("rb") as f:
+                        f.seek(offset)
+                        lines = [line for line in f.read().decode().splitlines() if line.startswith("{")]
+                    if purger.returncode != 0 or not lines:
+                        raise RuntimeError(f"the purge exited with {purger.returncode}; see bench/out/purge.log")
+                    purge_result = json.loads(lines[-1])
+                    window = (purge_result["start"], purge_result["end"])
+                else:
+                    start = time.time()
+                    time.sleep(self.args.purge_baseline_seconds)
+                    window = (start, time.time())
+            load.stop()
+            owed = load.accepted() * s
+            stats = self.sink.wait_for(owed, self.args.max_wait)
+            records = self.sink.records()
+        finally:
+            with contextlib.suppress(RuntimeError):
+                load.stop()
+            self.stop_workers(workers)
+        in_window = sum(1 for r in records if window[0] <= r["t"] <= window[1])
+        pairs = Counter((r["p"], json.loads(r["b"])["seq"]) for r in records)
+        expected = {(f"/cb/{i}", r[0]) for i in range(s) for r in load.results if r[1] == 202}
+        seconds = max(1e-9, window[1] - window[0])
+        return {
+            "window_s": seconds,
+            "delivered_in_window": in_window,
+            "rate": in_window / seconds,
+            "published": len(load.results),
+            "refused": dict(Counter(r[1] for r in load.results if r[1] != 202)),
+            "expected": len(expected),
+            "missing": len(expected - set(pairs)),
+            "duplicates": sum(c - 1 for c in pairs.values()),
+            "ended": stats["ended"],
+            "purge": purge_result,
+            "activity": activity.result(),
+            "cpu_raw": meter.result,
+        }
+
+    def purge(self) -> None:
+        n, fanout, spec = self.args.purge_rows, self.args.purge_fanout, self.args.purge_pool
+        env = self.hub_env()
+        topic = "BENCH.PURGE.topic"
+        self.dbtool(env, "reset")
+        self.dbtool(env, "seed", "--topic", topic, "--count", str(self.args.subscribers), "--base", self.sink.url)
+        self.log(f"purge: {n:,} settled deliveries past retention, {fanout} per notification (INSERT ... SELECT)")
+        seeded = self.dbtool(env, "purge-seed", "--count", str(n), "--fanout", str(fanout), "--base", self.sink.url)
+        self.log(f"purge: seeded in {seeded['seconds']:.1f}s; the load without purge")
+        before = self.purge_load_run(spec=spec, env=env, topic=topic, purge=False)
+        self.log("purge: the load while the purge runs")
+        during = self.purge_load_run(spec=spec, env=env, topic=topic, purge=True)
+        left = self.dbtool(env, "deliveries")
+        # Without purge once before and once after it, so that drift on a shared machine hits both sides alike.
+        self.log("purge: the load without purge, again")
+        after = self.purge_load_run(spec=spec, env=env, topic=topic, purge=False)
+        runs = {"before": before, "during": during, "after": after}
+        self.details["purge"] = {"seeded": seeded, **runs, "left": left}
+        purged = during["purge"]
+        removed, purge_seconds, batches = purged["counts"], purged["seconds"], purged["batch_seconds"]
+        without = statistics.mean([before["rate"], after["rate"]])
+        ratio = during["rate"] / without if without else float("nan")
+        activity, longest = during["activity"], during["activity"]["longest"]
+        missing = sum(r["missing"] for r in runs.values())
+        duplicates = sum(r["duplicates"] for r in runs.values())
+        refused_n = sum(sum(r["refused"].values()) for r in runs.values())
+
+        def cores(run: dict, group: str | None = None) -> float:
+            """Cores busy over the run's window: the machine's, or one group's."""
+            cpu = run["cpu_raw"]
+            used = cpu["machine_s"] if group is None else cpu["groups_s"].get(group, 0.0)
+            return used / max(1e-9, cpu["wall_s"])
+
+        self.row(
+            "10 purge",
+            f"{seeded['deliveries']:,} settled deliveries past retention ({seeded['notifications']:,} notifications, "
+            f"{seeded['attempts']:,} attempts; seeded in {seeded['seconds']:.0f}s); purge batch "
+            f"{purged['batch']} rows/statement, {purged['notification_batch']} notifications/round, own process; "
+            f"load: {self.describe(spec)}, S={self.args.subscribers}, >={PURGE_BACKLOG} deliveries owed",
+            f"purge {removed['deliveries'] / purge_seconds:,.0f} deliveries/s ({removed['deliveries']:,} in "
+            f"{purge_seconds:.1f}s; {purged['rows']:,} rows in all, {len(batches)} batches, batch "
+            f"p50/max {percentile(batches, 50):.2f}/{max(batches, default=0):.2f}s); deliveries "
+            f"{during['rate']:,.0f}/s during the purge vs {without:,.0f}/s without ({ratio:.2f}x; without: "
+            f"{before['rate']:,.0f}/s before, {after['rate']:,.0f}/s after); cores busy {cores(during):.2f} vs "
+            f"{cores(before):.2f}/{cores(after):.2f}: purge process {cores(during, 'purge'):.2f}, postgres "
+            f"{cores(during, 'postgres'):.2f} vs {cores(before, 'postgres'):.2f}/{cores(after, 'postgres'):.2f}, "
+            f"worker {cores(during, 'worker'):.2f} vs {cores(before, 'worker'):.2f}/{cores(after, 'worker'):.2f}; "
+            f"hub waiting on a lock in {activity['hub_lock_wait_samples']}/{activity['samples']} samples of "
+            f"pg_stat_activity; longest statement seen: purge {longest.get('purge', {}).get('seconds', 0):.2f}s, "
+            f"hub {longest.get('hub', {}).get('seconds', 0):.2f}s; missing {missing}, dup {duplicates}"
+            f"{f', {refused_n} publishes refused' if refused_n else ''}",
+            "report; all purged, 0 missing/dup",
+            "ok" if missing == 0 and duplicates == 0 and removed["deliveries"] == seeded["deliveries"] else "MISS",
+        )
+        if missing or duplicates:
+            self.notes.append("purge: the load ended " + ", ".join(f"{n} {r['ended']}" for n, r in runs.items()))
+        self.dbtool(env, "reset")
+
     # -- all --
 
     def run(self) -> None:
@@ -1336,6 +1603,8 @@ class Bench:
             steps.append(("embedded", self.embedded))
         if "waiting" in chosen:
             steps.append(("waiting", self.waiting))
+        if "purge" in chosen:
+            steps.append(("purge", self.purge))
         for name, step in steps:
             self.log(f"--- {name}")
             started = time.monotonic()
@@ -1416,6 +1685,12 @@ def main() -> None:
     parser.add_argument("--waiting-due", type=float, default=None, help="waiting: seconds from worker ready to due")
     parser.add_argument("--waiting-pool", default=DEFAULT_LAYOUT, help="waiting: worker layout (started with -B)")
     parser.add_argument("--waiting-max-wait", type=float, default=None, help="waiting: longest wait for all (s)")
+    parser.add_argument("--purge-rows", type=int, default=None, help="purge: settled deliveries past retention")
+    parser.add_argument("--purge-fanout", type=int, default=10, help="purge: seeded deliveries per notification")
+    parser.add_argument("--purge-batch", type=int, default=None, help="purge: rows/statement (default: the hub's)")
+    parser.add_argument("--purge-pool", default=DEFAULT_LAYOUT, help="purge: worker layout of the load")
+    parser.add_argument("--purge-baseline-seconds", type=float, default=None, help="purge: window without purge")
+    parser.add_argument("--purge-max-wait", type=float, default=None, help="purge: longest wait for the purge (s)")
     parser.add_argument("--subscribers", type=int, default=None, help="e2e: subscribers on the topic")
     parser.add_argument("--notifications", type=int, default=None, help="e2e: notifications published")
     parser.add_argument("--ceiling-tasks", type=int, default=None)
@@ -1473,6 +1748,9 @@ def main() -> None:
         "waiting_subscriptions": 100 if quick else 1000,
         "waiting_due": 10 if quick else 30,
         "waiting_max_wait": 120 if quick else 900,
+        "purge_rows": 20_000 if quick else 1_000_000,
+        "purge_baseline_seconds": 10 if quick else 30,
+        "purge_max_wait": 600 if quick else 3600,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -1481,6 +1759,8 @@ def main() -> None:
     if args.isolation_pools:
         args.isolation_pools = [p for p in args.isolation_pools.split(",") if p]
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if args.purge_rows < 1 or args.purge_fanout < 1 or (args.purge_batch is not None and args.purge_batch < 1):
+        parser.error("--purge-rows, --purge-fanout and --purge-batch must be at least 1")
     unknown = set(args.scenarios) - set(ALL_SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")

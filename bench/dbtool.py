@@ -15,6 +15,11 @@ DATABASE_URL) and prints one JSON document on stdout. Commands:
                                   N pending deliveries after one failed attempt, queued=False (COPY),
                                   parked a day ahead (needs Delivery.queued and hub.enqueue_due)
     waiting-due --seconds D       make every waiting delivery due D seconds from now
+    purge-seed --count N --fanout F --base URL
+                                  N settled deliveries (F per notification) with their notifications and
+                                  attempts, older than HUB_RETENTION_DAYS (INSERT ... SELECT, PostgreSQL only)
+    purge [--batch B]             one retention purge (services.retention_purge, what hub.purge and hub_purge
+                                  run), timed batch by batch
 """
 
 import argparse
@@ -25,6 +30,7 @@ import statistics
 import sys
 import time
 import uuid
+from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,7 +45,7 @@ django.setup()
 from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from subscriptions.models import Delivery, Notification, Subscription  # noqa: E402
+from subscriptions.models import Delivery, DeliveryAttempt, Notification, Subscription  # noqa: E402
 from subscriptions.selectors import subscriptions_matching  # noqa: E402
 from subscriptions.topics import publish_keys, subscription_key  # noqa: E402
 
@@ -369,6 +375,206 @@ def cmd_waiting_due(args: argparse.Namespace) -> None:
     out({"due": due.timestamp(), "updated": updated})
 
 
+# --- Settled deliveries past retention (the purge scenario) -----------------------------
+
+PURGE_TOPIC = "BENCH.PURGE.old"
+# One delivery in this many failed (after FAILED_ATTEMPTS attempts); the others were delivered at the first.
+FAILED_EVERY = 10
+FAILED_ATTEMPTS = 3
+# The seeded notifications are spread over this many days before the retention cutoff, one day past it at the
+# youngest: a month of history that has aged out.
+PURGE_SEED_DAYS = 30
+
+
+def _insert_select(model, expressions: dict[str, str], source: str, params: dict[str, object]) -> int:
+    """INSERT INTO model's table (every concrete column) SELECT `expressions` FROM `source`; rows inserted.
+
+    `expressions` maps attnames to SQL over `source`; every other column gets the
+    field's default, so that fields added later stay valid. `params` are named
+    (%(name)s) parameters of the expressions and of `source`.
+    """
+    columns, values, params = [], [], dict(params)
+    for field in model._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        columns.append(connection.ops.quote_name(field.column))
+        if field.attname in expressions:
+            values.append(expressions[field.attname])
+        else:
+            name = f"default_{field.attname}"
+            params[name] = field.get_db_prep_save(field.get_default(), connection)
+            values.append(f"%({name})s")
+    table = model._meta.db_table
+    statement = f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} FROM {source}"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.rowcount
+
+
+def cmd_purge_seed(args: argparse.Namespace) -> None:
+    """`count` settled deliveries, `fanout` per notification, with their attempts, all past retention.
+
+    Set-based on the server (INSERT ... SELECT over generate_series and a cross
+    join), then VACUUM ANALYZE, so that 1,000,000 take a minute or two, not an
+    hour of ORM round trips. The subscriptions (`fanout` of them, callbacks at
+    `base`/old/<i>) are on a topic nobody publishes to.
+    """
+    from django.conf import settings
+
+    if connection.vendor != "postgresql":
+        raise SystemExit("purge-seed needs PostgreSQL (generate_series, gen_random_uuid); SQLite is not supported")
+    if not settings.HUB_RETENTION_DAYS:
+        raise SystemExit("HUB_RETENTION_DAYS is 0: nothing is ever past retention")
+    started = time.perf_counter()
+    now = timezone.now()
+    key = subscription_key(PURGE_TOPIC)
+    subscriptions = [
+        Subscription(
+            topic=PURGE_TOPIC,
+            topic_key=key,
+            callback=f"{args.base}/old/{i}",
+            secret="bench-secret",  # noqa: S106 - signs bench deliveries, like a subscriber's secret
+            lease_seconds=LEASE_SECONDS,
+            expires_at=now + timedelta(seconds=LEASE_SECONDS),
+            verified_at=now,
+            state=Subscription.State.ACTIVE,
+        )
+        for i in range(args.fanout)
+    ]
+    notifications = -(-args.count // args.fanout)
+    youngest = now - timedelta(days=settings.HUB_RETENTION_DAYS + 1)
+    # Spread evenly over PURGE_SEED_DAYS before `youngest`, oldest first (ids grow with time, as in a real hub).
+    step = timedelta(days=PURGE_SEED_DAYS) / max(1, notifications)
+    params = {
+        "topic": PURGE_TOPIC,
+        "youngest": youngest,
+        "step": step,
+        "n": notifications,
+        "count": args.count,
+        "failed": Delivery.Status.FAILED.value,
+        "delivered": Delivery.Status.DELIVERED.value,
+        "failed_every": FAILED_EVERY,
+        "failed_attempts": FAILED_ATTEMPTS,
+        "content": json.dumps({"bench": "purge", "pad": "x" * 200}).encode(),
+    }
+    timings = {}
+    with transaction.atomic():
+        Subscription.objects.bulk_create(subscriptions, batch_size=SEED_BATCH)
+        at = time.perf_counter()
+        created = "%(youngest)s::timestamptz - (%(n)s - g) * %(step)s::interval"
+        inserted_notifications = _insert_select(
+            Notification,
+            {
+                "topic": "%(topic)s",
+                "content": "%(content)s",
+                "content_type": "'application/json'",
+                "created_at": created,
+                "updated_at": created,
+                "spread_at": created,
+            },
+            "generate_series(1, %(n)s) AS g",
+            params,
+        )
+        timings["notifications_s"] = time.perf_counter() - at
+        at = time.perf_counter()
+        # Every notification x every subscription of the topic, the first `count` pairs; one in FAILED_EVERY failed.
+        failed = "(n.id + s.id) %% %(failed_every)s = 0"
+        inserted_deliveries = _insert_select(
+            Delivery,
+            {
+                "uuid": "gen_random_uuid()",
+                "notification_id": "n.id",
+                "subscription_id": "s.id",
+                "callback": "s.callback",
+                "status": f"CASE WHEN {failed} THEN %(failed)s ELSE %(delivered)s END",
+                "attempts": f"CASE WHEN {failed} THEN %(failed_attempts)s ELSE 1 END",
+                "last_status_code": f"CASE WHEN {failed} THEN 503 ELSE 204 END",
+                "last_error": f"CASE WHEN {failed} THEN 'HTTP 503' ELSE '' END",
+                "last_attempt_at": "n.created_at + interval '1 second'",
+                "delivered_at": f"CASE WHEN {failed} THEN NULL ELSE n.created_at + interval '1 second' END",
+                "due_at": "n.created_at",
+                "created_at": "n.created_at",
+                "updated_at": "n.created_at + interval '1 second'",
+            },
+            f"{Notification._meta.db_table} n CROSS JOIN {Subscription._meta.db_table} s"
+            " WHERE n.topic = %(topic)s AND s.topic = %(topic)s ORDER BY n.id, s.id LIMIT %(count)s",
+            params,
+        )
+        timings["deliveries_s"] = time.perf_counter() - at
+        at = time.perf_counter()
+        inserted_attempts = _insert_select(
+            DeliveryAttempt,
+            {
+                "delivery_id": "d.id",
+                "number": "k",
+                "started_at": "d.created_at + k * interval '1 second'",
+                "duration_ms": "40",
+                "status_code": "d.last_status_code",
+                "error": "d.last_error",
+            },
+            f"{Delivery._meta.db_table} d JOIN {Notification._meta.db_table} n ON n.id = d.notification_id"
+            " CROSS JOIN LATERAL generate_series(1, d.attempts) AS k WHERE n.topic = %(topic)s",
+            params,
+        )
+        timings["attempts_s"] = time.perf_counter() - at
+    at = time.perf_counter()
+    tables = [m._meta.db_table for m in (Notification, Delivery, DeliveryAttempt, Subscription)]
+    with connection.cursor() as cursor:
+        # As a hub's old rows would be: all-visible, with statistics the planner can use.
+        cursor.execute(f"VACUUM ANALYZE {', '.join(tables)}")
+    timings["vacuum_s"] = time.perf_counter() - at
+    out(
+        {
+            "notifications": inserted_notifications,
+            "deliveries": inserted_deliveries,
+            "attempts": inserted_attempts,
+            "subscriptions": len(subscriptions),
+            "retention_days": settings.HUB_RETENTION_DAYS,
+            "youngest": youngest.isoformat(),
+            "seconds": time.perf_counter() - started,
+            **timings,
+        }
+    )
+
+
+def cmd_purge(args: argparse.Namespace) -> None:
+    """One retention purge as hub_purge runs it (no time budget), with the time of every batch.
+
+    Prints the counts, the wall-clock start and end (epoch seconds, the sink's
+    clock), and the batches' durations (time between two progress calls).
+    """
+    from subscriptions import services
+    from subscriptions.services import retention
+
+    marks: list[tuple[float, int]] = []
+
+    def progress(counts: services.PurgeCounts) -> None:
+        marks.append((time.monotonic(), counts.rows))
+
+    batch = args.batch or retention.PURGE_BATCH
+    start_wall, start = time.time(), time.monotonic()
+    counts = services.retention_purge(batch=batch, progress=progress)
+    end_wall, end = time.time(), time.monotonic()
+    durations, previous = [], start
+    for at, _rows in marks:
+        durations.append(at - previous)
+        previous = at
+    out(
+        {
+            "counts": {f.name: getattr(counts, f.name) for f in fields(counts)},
+            "rows": counts.rows,
+            "start": start_wall,
+            "end": end_wall,
+            "seconds": end - start,
+            "batch": batch,
+            "notification_batch": retention.NOTIFICATION_BATCH,
+            "task_time_budget": retention.TASK_TIME_BUDGET,
+            "batches": len(durations),
+            "batch_seconds": sorted(durations),
+        }
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -388,6 +594,12 @@ def main() -> None:
     waiting_seed.add_argument("--base", required=True)
     waiting_due = sub.add_parser("waiting-due")
     waiting_due.add_argument("--seconds", type=float, required=True)
+    purge_seed = sub.add_parser("purge-seed")
+    purge_seed.add_argument("--count", type=int, required=True)
+    purge_seed.add_argument("--fanout", type=int, required=True)
+    purge_seed.add_argument("--base", required=True)
+    purge = sub.add_parser("purge")
+    purge.add_argument("--batch", type=int, default=0, help="rows per statement (0: the service's default)")
     matching = sub.add_parser("matching")
     matching.add_argument("--sizes", default="1000,1000000")
     matching.add_argument("--topics-per-sub", type=float, default=0.1)
@@ -401,6 +613,8 @@ def main() -> None:
         "sweep": cmd_sweep,
         "waiting-seed": cmd_waiting_seed,
         "waiting-due": cmd_waiting_due,
+        "purge-seed": cmd_purge_seed,
+        "purge": cmd_purge,
     }[args.command](args)
 
 

@@ -15,7 +15,9 @@ Signatures (WebSub §7.1). With --secret, a delivery whose X-Hub-Signature is
 missing or wrong is ignored: it is printed as "ignored", its content is not,
 and it still gets 202. The spec requires ignoring such a message and allows
 acknowledging it with a 2xx; answering as for a good one tells a forger
-nothing. Without --secret, deliveries are printed as "unsigned".
+nothing. Without --secret, deliveries are printed as "unsigned". During a
+secret rotation give --secret twice, the new and the old one: a delivery
+signed with either is verified.
 
 It needs only the standard library and websubhub/client.py, which it loads
 from this checkout by path (or imports, when this file was copied elsewhere),
@@ -57,7 +59,9 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 PRINT_BODY_CHARS = 2000
 
 
-def make_handler(*, secret: str | None, topic: str | None, modes: tuple[str, ...]) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    *, secret: str | list[str] | None, topic: str | None, modes: tuple[str, ...]
+) -> type[BaseHTTPRequestHandler]:
     class Subscriber(BaseHTTPRequestHandler):
         server_version = "websubhub-example-subscriber"
 
@@ -88,7 +92,7 @@ def make_handler(*, secret: str | None, topic: str | None, modes: tuple[str, ...
                 f"delivery {delivery_id} on {links.get('self', '?')} "
                 f"({self.headers.get('Content-Type', '?')}, {len(body)} bytes)"
             )
-            if secret is None:
+            if not secret:
                 say(f"{summary} unsigned: {_preview(body)}")
             elif verify_signature(secret, body, self.headers.get("X-Hub-Signature")):
                 say(f"{summary} verified: {_preview(body)}")
@@ -129,7 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9000, help="port to listen on; 0 picks a free one (default: 9000)")
     parser.add_argument(
-        "--secret", help="the hub.secret you subscribed with; deliveries without its valid signature are ignored"
+        "--secret",
+        action="append",
+        help="the hub.secret you subscribed with; deliveries without its valid signature are ignored. "
+        "Give it twice during a secret rotation (the new and the old one): either verifies",
     )
     parser.add_argument("--topic", help="confirm verification only for this hub.topic (default: any topic)")
     parser.add_argument(

@@ -69,6 +69,13 @@ def standard_webhooks_signature(secret: str, message_id: str, timestamp: int, bo
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
+def secret_in_grace(previous_secret: str, expires_at: datetime | None, *, now: datetime) -> str:
+    """The secret a rotation replaced while its overlap lasts, else "": an expired one never signs."""
+    if previous_secret and expires_at is not None and expires_at > now:
+        return previous_secret
+    return ""
+
+
 def headers(
     *,
     content_type: str,
@@ -80,11 +87,17 @@ def headers(
     algorithm: str,
     standard_webhooks: bool = False,
     timestamp: int | None = None,
+    previous_secret: str = "",
 ) -> dict[str, str]:
     """Headers of one delivery POST; X-Hub-Signature only when there is a secret.
 
     With `standard_webhooks`, also `webhook-id`, `webhook-timestamp` and (with a
     secret) `webhook-signature`, for subscribers that verify that format.
+
+    `previous_secret`: the secret a rotation replaced, during its overlap (see
+    secret_in_grace). `webhook-signature` takes a space-separated list, so it
+    carries a signature with each secret, the new one first; `X-Hub-Signature`
+    takes one, made with the new secret. It never signs alone.
     """
     out = {
         "Content-Type": content_type,
@@ -98,7 +111,10 @@ def headers(
         out["webhook-id"] = delivery_id
         out["webhook-timestamp"] = str(sent_at)
         if secret:
-            out["webhook-signature"] = standard_webhooks_signature(secret, delivery_id, sent_at, body)
+            keys = [secret] if not previous_secret or previous_secret == secret else [secret, previous_secret]
+            out["webhook-signature"] = " ".join(
+                standard_webhooks_signature(key, delivery_id, sent_at, body) for key in keys
+            )
     return out
 
 

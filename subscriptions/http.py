@@ -104,7 +104,7 @@ def request(method: str, url: str, *, body_limit: int | Callable[[int], int], **
     watch = _Watch(total_timeout())
     _local.watch = watch
     try:
-        response = session().request(method, url, timeout=timeout(), stream=True, **kwargs)
+        response = _send(session(), method, url, **kwargs)
         with response:
             limit = body_limit(response.status_code) if callable(body_limit) else body_limit
             body = _read(response, limit + 1) if limit > 0 else b""
@@ -119,6 +119,56 @@ def request(method: str, url: str, *, body_limit: int | Callable[[int], int], **
     finally:
         _local.watch = None
         watch.finish()
+
+
+def _send(
+    pooled: requests.Session,
+    method: str,
+    url: str,
+    *,
+    data: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    allow_redirects: bool = True,
+    **kwargs: Any,
+) -> requests.Response:
+    """Send one request through the session's adapter, streaming the answer.
+
+    A request that follows no redirects (deliveries, verifications) skips the
+    session's per-request machinery (settings merge, cookie jar, hooks,
+    redirect resolution): it was the larger part of a delivery's CPU in the
+    worker (bench/RESULTS.md). It sends what the session would: the session's
+    headers under the request's, the body as given, credentials in the URL as
+    Basic auth, the session's TLS verification and client certificate, through
+    the same adapter (address guard, deadline). Cookies are never kept.
+    """
+    if allow_redirects or kwargs:
+        return pooled.request(
+            method,
+            url,
+            data=data,
+            headers=headers,
+            allow_redirects=allow_redirects,
+            timeout=timeout(),
+            stream=True,
+            **kwargs,
+        )
+    prepared = requests.PreparedRequest()
+    prepared.method = method
+    prepared.prepare_url(url, None)
+    merged = requests.structures.CaseInsensitiveDict(pooled.headers)
+    if headers:
+        merged.update(headers)
+    prepared.headers = merged
+    prepared.body = data
+    if data is not None:
+        merged["Content-Length"] = str(len(data))
+    if "@" in (prepared.url.split("/", 3)[2] if prepared.url.count("/") >= 2 else ""):
+        prepared.prepare_auth(None, prepared.url)
+    prepared.hooks = {"response": []}
+    adapter = pooled.get_adapter(prepared.url)
+    return adapter.send(
+        prepared, stream=True, timeout=timeout(), verify=pooled.verify, cert=pooled.cert, proxies=pooled.proxies
+    )
 
 
 def _read(response: requests.Response, amount: int) -> bytes:

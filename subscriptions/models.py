@@ -33,6 +33,12 @@ class Subscription(TimeStamped):
     )
     callback = models.CharField(max_length=MAX_CALLBACK_LENGTH)
     secret = models.CharField(max_length=MAX_SECRET_BYTES, blank=True, default="")
+    # A secret rotation's overlap (POST /api/subscriptions/<id>/rotate-secret): the secret replaced
+    # still signs webhook-signature beside the new one until `previous_secret_expires_at`, then is erased.
+    previous_secret = models.CharField(max_length=MAX_SECRET_BYTES, blank=True, default="", db_default="")
+    previous_secret_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="until when the secret replaced by a rotation still signs deliveries"
+    )
     lease_seconds = models.PositiveIntegerField()
     expires_at = models.DateTimeField()
     verified_at = models.DateTimeField()
@@ -64,6 +70,12 @@ class Subscription(TimeStamped):
         indexes = [
             models.Index(fields=["expires_at"], name="subscription_expires_at"),
             models.Index(fields=["state"], condition=Q(state="paused"), name="subscription_paused"),
+            # hub.expire_subscriptions: the previous secrets whose overlap has ended, to erase.
+            models.Index(
+                fields=["previous_secret_expires_at"],
+                condition=Q(previous_secret_expires_at__isnull=False),
+                name="subscription_rotation_ends",
+            ),
         ]
         ordering = ["-id"]
 
@@ -142,10 +154,13 @@ class Delivery(TimeStamped):
         CANCELLED = "cancelled", "Cancelled"
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False, help_text="sent as X-Hub-Delivery")
-    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries")
+    # No single-column index on either foreign key: the composite indexes below lead with
+    # each (lookups and cascades use them), and every index is one more write for each
+    # delivery spread and each outcome recorded.
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     # Kept when the subscription ends (unsubscribe, 410, expiry) so the record stays inspectable.
     subscription = models.ForeignKey(
-        Subscription, on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries"
+        Subscription, on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries", db_index=False
     )
     callback = models.CharField(max_length=MAX_CALLBACK_LENGTH)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
@@ -203,7 +218,8 @@ ATTEMPT_FIELDS = ["number", "started_at", "duration_ms", "status_code", "error",
 class DeliveryAttempt(models.Model):
     """One POST of a delivery to its callback, kept for inspection (the attempt log)."""
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    # Indexed by attempt_delivery_started, which leads with it.
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log", db_index=False)
     number = models.PositiveIntegerField(help_text="attempt number within the delivery's current round")
     started_at = models.DateTimeField()
     duration_ms = models.PositiveIntegerField()
@@ -251,14 +267,3 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} -> notification {self.notification_id}"
-
-
-class RateWindow(models.Model):
-    """Recent and reserved send times for one callback (the per-callback limit without Redis)."""
-
-    key = models.CharField(max_length=64, unique=True, help_text="sha256 of the callback URL")
-    slots = models.TextField(default="[]", help_text="JSON list of epoch seconds")
-    updated_at = models.DateTimeField(auto_now=True)
-
-    def __str__(self) -> str:
-        return self.key

@@ -8,22 +8,30 @@ over successive windows instead of retrying all at once.
 
 With REDIS_URL the slots live in a Redis sorted set per callback, updated by one
 Lua script (atomic across machines, Redis's clock). Without Redis (the embedded
-default) they live in a database row per callback, updated under a row lock,
-which holds the limit for every process on one machine.
+default, one machine) they live in a small SQLite file of their own under
+HUB_VAR_DIR (`ratelimit.sqlite3`), updated in one write transaction per send,
+which holds the limit for every process on the machine. It is kept apart from
+the hub's database: a send's reservation never waits behind the database's
+writers (SQLite has one at a time), and the file is written without syncing to
+disk (`synchronous=OFF`): a machine crash may forget the current windows, which
+costs at most one window of sends over the limit, never a delivery.
 """
 
 import enum
 import functools
 import hashlib
 import json
+import os
 import re
+import sqlite3
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from redis.exceptions import NoScriptError
 
 # Sends this close to their slot go now rather than being deferred (seconds).
 SLOT_TOLERANCE = 0.05
@@ -105,26 +113,75 @@ def _client():
         return _redis_state["client"]
 
 
-def _script(name: str, source: str):
+def _script_run(source: str, keys: list[str], args: list[Any]) -> Any:
+    """EVALSHA of a script, loading it when the server does not know it (new, restarted or flushed).
+
+    redis-py's Script wrapper checks on every call whether its client is a
+    pipeline (a typing.Protocol isinstance, dear on the hot path): two calls per
+    delivery go through here instead.
+    """
     client = _client()
-    with _redis_lock:
-        key = f"script:{name}"
-        if key not in _redis_state:
-            _redis_state[key] = client.register_script(source)
-        return _redis_state[key]
+    sha = _script_shas.get(source)
+    if sha is None:
+        sha = _script_shas[source] = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+    try:
+        return client.evalsha(sha, len(keys), *keys, *args)
+    except NoScriptError:
+        client.script_load(source)
+        return client.evalsha(sha, len(keys), *keys, *args)
 
 
-def _reserve_database(key: str, rate: Rate) -> float:
-    from subscriptions.models import RateWindow
+_script_shas: dict[str, str] = {}
 
-    with transaction.atomic():
-        row, _ = RateWindow.objects.select_for_update().get_or_create(key=key)
+
+# --- Without Redis: a file of windows shared by the processes of one machine ------------
+
+LOCAL_FILE_NAME = "ratelimit.sqlite3"
+# A writer that finds the file locked waits up to this long (milliseconds).
+LOCAL_BUSY_TIMEOUT_MS = 10_000
+# About one reservation in this many also deletes windows idle for a day.
+LOCAL_PRUNE_EVERY = 1_000
+LOCAL_IDLE_SECONDS = 86_400
+
+_local_state = threading.local()
+
+
+def _local_connection() -> sqlite3.Connection:
+    """This thread's connection to the windows file (new after a fork or a change of HUB_VAR_DIR)."""
+    path = str(settings.VAR_DIR / LOCAL_FILE_NAME)
+    key = (os.getpid(), path)
+    if getattr(_local_state, "key", None) != key:
+        connection = sqlite3.connect(path, timeout=LOCAL_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=OFF")
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS windows (key TEXT PRIMARY KEY, slots TEXT NOT NULL, touched REAL NOT NULL)"
+        )
+        _local_state.connection, _local_state.key, _local_state.count = connection, key, 0
+    return _local_state.connection
+
+
+def _reserve_local(key: str, rate: Rate) -> float:
+    """Reserve the callback's next slot in the machine's windows file; returns seconds until it."""
+    connection = _local_connection()
+    _local_state.count += 1
+    connection.execute("BEGIN IMMEDIATE")
+    try:
         now = time.time()
-        slots = [slot for slot in json.loads(row.slots) if slot > now - rate.window]
+        row = connection.execute("SELECT slots FROM windows WHERE key = ?", (key,)).fetchone()
+        slots = [slot for slot in json.loads(row[0]) if slot > now - rate.window] if row else []
         slot = now if len(slots) < rate.limit else max(now, slots[-rate.limit] + rate.window)
         slots.append(slot)
-        row.slots = json.dumps(slots[-rate.limit :])
-        row.save(update_fields=["slots", "updated_at"])
+        connection.execute(
+            "INSERT OR REPLACE INTO windows (key, slots, touched) VALUES (?, ?, ?)",
+            (key, json.dumps(slots[-rate.limit :]), now),
+        )
+        if _local_state.count % LOCAL_PRUNE_EVERY == 0:
+            connection.execute("DELETE FROM windows WHERE touched < ?", (now - LOCAL_IDLE_SECONDS,))
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
     return max(0.0, slot - now)
 
 
@@ -229,18 +286,19 @@ def attempt_admit(delivery: str, callback: str, *, lease: float, cap: int, rate:
     `rate` None means no limit (or a slot already reserved by an earlier run);
     `cap` 0 means no cap. Only an ADMITTED run holds anything, to give back with
     `attempt_give_back`. Without Redis (the embedded default, one machine) there
-    is no claim and no cap, and the rate limit is kept in the database.
+    is no claim and no cap, and the rate limit is kept in the machine's windows file.
     """
     if not settings.REDIS_URL:
-        wait = _reserve_database(callback_key(callback), rate) if rate else 0.0
+        wait = _reserve_local(callback_key(callback), rate) if rate else 0.0
         if wait > SLOT_TOLERANCE:
             return Admission(Verdict.RATE_LIMITED, wait=wait)
         return Admission(Verdict.ADMITTED)
     token = uuid.uuid4().hex
     limit, window = (rate.limit, int(rate.window * 1000)) if rate else (0, 0)
-    verdict, wait_ms = _script("admit", _ADMIT_LUA)(
-        keys=_keys(delivery, callback),
-        args=[token, int(lease * 1000), cap, limit, window, int(SLOT_TOLERANCE * 1000)],
+    verdict, wait_ms = _script_run(
+        _ADMIT_LUA,
+        _keys(delivery, callback),
+        [token, int(lease * 1000), cap, limit, window, int(SLOT_TOLERANCE * 1000)],
     )
     verdict = Verdict(int(verdict))
     if verdict is Verdict.ADMITTED:
@@ -251,7 +309,6 @@ def attempt_admit(delivery: str, callback: str, *, lease: float, cap: int, rate:
 def attempt_give_back(delivery: str, callback: str, admission: Admission, *, settled: bool) -> None:
     """Give back what an admitted run holds; the claim of a `settled` delivery stays a few seconds as a tombstone."""
     if admission.token:
-        _script("give_back", _GIVE_BACK_LUA)(
-            keys=_keys(delivery, callback)[:2],
-            args=[admission.token, SETTLED_TOMBSTONE_MS if settled else 0],
+        _script_run(
+            _GIVE_BACK_LUA, _keys(delivery, callback)[:2], [admission.token, SETTLED_TOMBSTONE_MS if settled else 0]
         )

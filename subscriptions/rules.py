@@ -7,7 +7,15 @@ from urllib.parse import urlsplit
 from subscriptions import netguard
 from subscriptions.errors import HubError
 from subscriptions.models import MAX_CALLBACK_LENGTH, MAX_SECRET_BYTES
-from subscriptions.topics import InvalidTopic, has_space_or_control, publish_keys, subscription_key
+from subscriptions.topics import (
+    EVENTS_PREFIX,
+    InvalidTopic,
+    has_space_or_control,
+    is_events_topic,
+    key_receives_events,
+    publish_keys,
+    subscription_key,
+)
 from websubhub.hub_settings import hub_settings
 
 
@@ -58,6 +66,29 @@ def secret_validate(secret: str) -> None:
         raise HubError("hub.secret cannot contain a NUL character", field="hub.secret")
 
 
+# A secret rotation's overlap (POST /api/subscriptions/<id>/rotate-secret): a day unless asked, and at most
+# 30 days, so that a replaced secret (perhaps leaked) cannot go on signing for ever.
+ROTATION_GRACE_SECONDS_DEFAULT = 24 * 3600
+ROTATION_GRACE_SECONDS_MAX = 30 * 24 * 3600
+
+
+ROTATION_GRACE_REFUSAL = (
+    f"grace_seconds must be a whole number of seconds from 0 to {ROTATION_GRACE_SECONDS_MAX} (30 days)"
+)
+
+
+def rotation_grace_validate(grace_seconds: int) -> None:
+    if not 0 <= grace_seconds <= ROTATION_GRACE_SECONDS_MAX:
+        raise HubError(f"{ROTATION_GRACE_REFUSAL}, not {grace_seconds}", field="grace_seconds")
+
+
+def rotation_secret_validate(secret: str) -> None:
+    """A secret an operator rotates to: as hub.secret, and not empty (rotating never turns signing off)."""
+    if not secret:
+        raise HubError("hub.secret cannot be empty: leave it out for a random one", field="hub.secret")
+    secret_validate(secret)
+
+
 def topic_key_for_subscription(topic: str) -> str:
     try:
         return subscription_key(topic)
@@ -70,6 +101,29 @@ def topic_keys_for_publish(topic: str) -> list[str]:
         return publish_keys(topic)
     except InvalidTopic as exc:
         raise HubError(str(exc), field="hub.topic") from None
+
+
+def topic_events_publish_refuse(topic: str) -> None:
+    """Refuse (403) a publish from outside on the hub's own event topics: only the hub publishes there."""
+    if is_events_topic(topic):
+        raise HubError(
+            f"{EVENTS_PREFIX} and the topics under it are reserved for the hub's own operational events: "
+            "only the hub publishes there",
+            403,
+            field="hub.topic",
+        )
+
+
+def topic_events_subscribe_refuse(topic_key: str) -> None:
+    """Refuse (403) an open subscribe whose topic would receive the hub's operational events."""
+    if key_receives_events(topic_key):
+        raise HubError(
+            f"a subscription to this topic would receive the hub's operational events ({EVENTS_PREFIX}.*), "
+            "which name other subscriptions: subscribe with POST /api/subscriptions/ and a token with the "
+            "manage permission",
+            403,
+            field="hub.topic",
+        )
 
 
 def topic_denied_reason(topic: str) -> str:

@@ -480,6 +480,9 @@ class DeliveryWork(NamedTuple):
     secret: str
     standard_webhooks: bool
     rate_limit: str
+    # A secret rotation's overlap: the replaced secret and when it stops signing.
+    previous_secret: str
+    previous_secret_expires_at: datetime | None
 
 
 _WORK_DELIVERY_FIELDS = ("id", "status", "attempts", "callback", "notification", "uuid", "subscription")
@@ -491,6 +494,8 @@ _WORK_SUBSCRIPTION_FIELDS = (
     "secret",
     "standard_webhooks",
     "rate_limit",
+    "previous_secret",
+    "previous_secret_expires_at",
 )
 _work_sql_cache: dict[str, str] = {}
 
@@ -530,7 +535,8 @@ def delivery_work(delivery_id: int) -> DeliveryWork | None:
     if row is None:
         return None
     (pk, status, attempts, callback, notification_id, key, subscription_id) = row[:7]
-    expires_at, state, failures, resume_after, secret, standard_webhooks, rate_limit = row[7:]
+    expires_at, state, failures, resume_after, secret, standard_webhooks, rate_limit = row[7:14]
+    previous_secret, previous_secret_expires_at = row[14:]
     return DeliveryWork(
         delivery_id=pk,
         status=status,
@@ -546,4 +552,6 @@ def delivery_work(delivery_id: int) -> DeliveryWork | None:
         secret=secret or "",
         standard_webhooks=bool(standard_webhooks),
         rate_limit=rate_limit or "",
+        previous_secret=previous_secret or "",
+        previous_secret_expires_at=_aware(previous_secret_expires_at),
     )

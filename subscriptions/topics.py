@@ -17,6 +17,10 @@ from urllib.parse import quote, urlsplit
 
 MAX_TOPIC_LENGTH = 2048
 WILDCARD_SUFFIX = ".*"
+# The hub's own operational events are published under this dotted prefix
+# (subscriptions/services/events.py), and only by the hub: a subscription to it,
+# or to `hub`, receives them all.
+EVENTS_PREFIX = "hub.events"
 # ASCII characters that cannot appear unencoded in a URI (RFC 3986), so neither
 # in the `<...>` target of a Link header: `>` and `"` would let a topic add its
 # own parameters to the header (`<A>;rel="self",<B>`). Refused in any topic.
@@ -118,3 +122,16 @@ def matches(subscribed: str, published: str) -> bool:
         return subscription_key(subscribed) in publish_keys(published)
     except InvalidTopic:
         return False
+
+
+def is_events_topic(topic: str) -> bool:
+    """Whether a notification on `topic` would be an operational event: `hub.events` or under it, in any case."""
+    try:
+        return EVENTS_PREFIX in publish_keys(topic)
+    except InvalidTopic:
+        return False
+
+
+def key_receives_events(key: str) -> bool:
+    """Whether a subscription stored under `key` receives operational events (`hub`, `hub.events`, `hub.events.x`)."""
+    return key in publish_keys(EVENTS_PREFIX) or key.startswith(EVENTS_PREFIX + ".")

@@ -8,7 +8,8 @@ from websubhub.queues import TaskName
 
 @shared_task(name=TaskName.EXPIRE_SUBSCRIPTIONS, ignore_result=True, **PERIODIC_DATABASE_RETRY)
 def expire_subscriptions() -> int:
-    """Remove subscriptions whose lease has ended (run by beat)."""
+    """Remove subscriptions whose lease has ended, and erase secrets whose rotation overlap ended (run by beat)."""
+    services.previous_secrets_erase()
     return services.subscriptions_expire()
 
 

@@ -13,6 +13,9 @@ Django. Typical use in a callback handler::
         links = parse_link_header(headers.get("Link"))  # {"hub": ..., "self": <the topic>}
         handle(links.get("self"), raw_body)
     # Answer 2xx either way (§7.1 allows it), so a forger learns nothing.
+
+    # During a secret rotation, accept the new and the old secret until the hub's grace period ends:
+    verify_signature([NEW_SECRET, OLD_SECRET], raw_body, headers.get("X-Hub-Signature"))
 """
 
 import base64
@@ -28,6 +31,7 @@ __all__ = [
     "challenge_response",
     "parse_link_header",
     "verify_signature",
+    "verify_standard_webhook",
 ]
 
 # WebSub §7.1 names these; anything else in X-Hub-Signature is refused.
@@ -42,9 +46,20 @@ _HEX_DIGITS = frozenset("0123456789abcdef")
 VERIFIED_MODES = ("subscribe", "unsubscribe")
 
 
-def verify_signature(secret: str | bytes, body: bytes, header: str | None) -> bool:
+Secret = str | bytes
+
+
+def _keys(secret: Secret | Iterable[Secret]) -> list[bytes]:
+    """One secret or several (a rotation: the new and the old one) as HMAC keys; a `str` as its UTF-8."""
+    secrets = [secret] if isinstance(secret, str | bytes) else list(secret)
+    return [key.encode("utf-8") if isinstance(key, str) else key for key in secrets]
+
+
+def verify_signature(secret: Secret | Iterable[Secret], body: bytes, header: str | None) -> bool:
     """Whether `header` (an X-Hub-Signature value such as ``sha256=<hex>``) is the HMAC of `body` keyed with `secret`.
 
+    `secret` may be several secrets (a list or tuple): during a secret rotation
+    pass the new and the old one, and a signature made with either is accepted.
     `body` must be the exact bytes received, before any decoding. A `str`
     secret is encoded as UTF-8, as the hub does. The comparison is
     constant-time. Returns False, never raises, for a missing or empty header,
@@ -60,9 +75,12 @@ def verify_signature(secret: str | bytes, body: bytes, header: str | None) -> bo
     digest = digest.strip().lower()
     if len(digest) != hash_function().digest_size * 2 or not set(digest) <= _HEX_DIGITS:
         return False
-    key = secret.encode("utf-8") if isinstance(secret, str) else secret
-    expected = hmac.new(key, body, hash_function).hexdigest()
-    return hmac.compare_digest(expected, digest)
+    # Every secret is tried, so the time taken does not tell which one matched.
+    matched = False
+    for key in _keys(secret):
+        expected = hmac.new(key, body, hash_function).hexdigest()
+        matched |= hmac.compare_digest(expected, digest)
+    return matched
 
 
 # Standard Webhooks: how old (or how far in the future) a delivery's timestamp
@@ -71,7 +89,7 @@ STANDARD_WEBHOOKS_TOLERANCE = 300
 
 
 def verify_standard_webhook(
-    secret: str,
+    secret: str | Iterable[str],
     body: bytes,
     headers: Mapping[str, str],
     *,
@@ -82,7 +100,11 @@ def verify_standard_webhook(
 
     For subscriptions where the hub operator switched Standard Webhooks on. The
     key is the secret given as hub.secret: base64-decoded when it has the
-    `whsec_` prefix, else its UTF-8 bytes. Header names are matched without case.
+    `whsec_` prefix, else its UTF-8 bytes. `secret` may be several secrets (a
+    list or tuple): any of them verifies. `webhook-signature` may hold several
+    space-separated `v1,<base64>` signatures (the hub sends one per secret
+    during a rotation): any one that matches suffices. Header names are matched
+    without case.
     """
     lowered = {name.lower(): value for name, value in headers.items()}
     message_id = lowered.get("webhook-id")
@@ -92,17 +114,27 @@ def verify_standard_webhook(
         return False
     if abs((time.time() if now is None else now) - int(stamp)) > tolerance:
         return False
-    key = secret.encode("utf-8")
-    if secret.startswith("whsec_"):
-        with contextlib.suppress(binascii.Error):
-            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-    digest = hmac.new(key, f"{message_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
-    expected = base64.b64encode(digest)
+    signed = f"{message_id}.{stamp}.".encode() + body
+    expected = [
+        base64.b64encode(hmac.new(_standard_webhooks_key(key), signed, hashlib.sha256).digest())
+        for key in ([secret] if isinstance(secret, str) else list(secret))
+    ]
+    matched = False
     for candidate in signatures.split():
         version, _, value = candidate.partition(",")
-        if version == "v1" and value.isascii() and hmac.compare_digest(value.encode("ascii"), expected):
-            return True
-    return False
+        if version != "v1" or not value.isascii():
+            continue
+        for digest in expected:
+            matched |= hmac.compare_digest(value.encode("ascii"), digest)
+    return matched
+
+
+def _standard_webhooks_key(secret: str) -> bytes:
+    """A Standard Webhooks secret's HMAC key: a `whsec_<base64>` secret decoded, any other as UTF-8."""
+    if secret.startswith("whsec_"):
+        with contextlib.suppress(binascii.Error):
+            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    return secret.encode("utf-8")
 
 
 def challenge_response(

@@ -16,7 +16,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
 
-from subscriptions import ratelimit, selectors, services
+from subscriptions import delivery, ratelimit, rules, selectors, services
 from subscriptions.admin.base import ReadOnlyAdmin
 from subscriptions.admin.display import (
     DELIVERY_TABLE_FIELDS,
@@ -28,6 +28,7 @@ from subscriptions.admin.display import (
 )
 from subscriptions.admin.filters import DeadLettersFilter, ExpiryFilter, SubscriptionTopicFilter
 from subscriptions.admin.replay import replay
+from subscriptions.api.errors import hub_error_for_api
 from subscriptions.models import Delivery, Subscription
 
 # Deliveries listed on a subscription's page; the rest are one link away.
@@ -68,6 +69,25 @@ class ReplayForm(forms.Form):
     )
 
 
+class RotateSecretForm(forms.Form):
+    """The subscription page's secret rotation (POST /api/subscriptions/<id>/rotate-secret)."""
+
+    # Never rendered back into the page: the admin shows no secret but one the hub just made.
+    secret = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="the new secret, fewer than 200 bytes; empty: the hub makes a random one and shows it once",
+    )
+    grace_seconds = forms.IntegerField(
+        initial=rules.ROTATION_GRACE_SECONDS_DEFAULT,
+        min_value=0,
+        max_value=rules.ROTATION_GRACE_SECONDS_MAX,
+        error_messages={"min_value": rules.ROTATION_GRACE_REFUSAL, "max_value": rules.ROTATION_GRACE_REFUSAL},
+        help_text="how long the old secret still signs webhook-signature beside the new one (86400: a day)",
+    )
+
+
 @admin.register(Subscription)
 class SubscriptionAdmin(ReadOnlyAdmin):
     form = SubscriptionAdminForm
@@ -84,7 +104,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["state", DeadLettersFilter, ExpiryFilter, SubscriptionTopicFilter]
     search_fields = ["topic", "callback"]
-    exclude = ["secret"]
+    exclude = ["secret", "previous_secret"]
     fieldsets = [
         (None, {"fields": ["topic", "topic_key", "callback", "created_at", "updated_at"]}),
         (
@@ -107,6 +127,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
             {
                 "fields": [
                     "secret_set",
+                    "secret_rotation",
                     "rate_limit",
                     "standard_webhooks",
                     "figures",
@@ -149,6 +170,11 @@ class SubscriptionAdmin(ReadOnlyAdmin):
                 name="subscriptions_subscription_replay",
             ),
             path(
+                "<path:object_id>/rotate-secret/",
+                self.admin_site.admin_view(self.rotate_secret_view),
+                name="subscriptions_subscription_rotate_secret",
+            ),
+            path(
                 "<path:object_id>/act/<str:action>/",
                 self.admin_site.admin_view(self.object_action_view),
                 name="subscriptions_subscription_act",
@@ -165,6 +191,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
             **(extra_context or {}),
             "object_actions": buttons,
             "can_replay": self.has_retry_failed_permission(request),
+            "can_rotate_secret": self.has_change_permission(request),
         }
         return super().change_view(request, object_id, form_url, extra_context=context)
 
@@ -236,6 +263,13 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     @admin.display(boolean=True, description="secret set")
     def secret_set(self, obj: Subscription) -> bool:
         return obj.has_secret
+
+    @admin.display(description="secret rotation")
+    def secret_rotation(self, obj: Subscription) -> str:
+        ends = obj.previous_secret_expires_at
+        if not delivery.secret_in_grace(obj.previous_secret, ends, now=timezone.now()):
+            return "—"
+        return f"the previous secret also signs webhook-signature until {when(ends)} ({timeuntil(ends)} left)"
 
     @admin.display(description="lease remaining", ordering="expires_at")
     def lease_remaining(self, obj: Subscription) -> str:
@@ -350,6 +384,44 @@ class SubscriptionAdmin(ReadOnlyAdmin):
             "form": form,
         }
         return TemplateResponse(request, "admin/subscriptions/subscription/replay.html", context)
+
+    def rotate_secret_view(self, request: HttpRequest, object_id: str) -> object:
+        """Rotate the secret from the subscription's page: a form, then services.subscription_rotate_secret;
+        a secret the hub made is shown on the answer's page, this once."""
+        subscription = get_object_or_404(self.get_queryset(request), pk=object_id)
+        if not self.has_change_permission(request, subscription):
+            raise PermissionDenied
+        form = RotateSecretForm(request.POST or None)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": subscription,
+            "title": f"Rotate the secret of {subscription}",
+            "form": form,
+        }
+        if request.method == "POST" and form.is_valid():
+            try:
+                rotation = services.subscription_rotate_secret(
+                    subscription=subscription,
+                    secret=form.cleaned_data["secret"] or None,
+                    grace_seconds=form.cleaned_data["grace_seconds"],
+                )
+            except services.HubError as exc:
+                # Named as the API names it (`secret`, not the /hub form's `hub.secret`), as this form does.
+                field, message = hub_error_for_api(exc)
+                form.add_error(field if field in form.fields else None, message)
+            else:
+                ends = rotation.previous_secret_expires_at
+                overlap = f"; the old one also signs until {when(ends)}" if ends else ""
+                if not rotation.generated:
+                    self.message_user(request, f"Secret rotated{overlap}.", messages.SUCCESS)
+                    return HttpResponseRedirect(
+                        reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
+                    )
+                context.update(rotation=rotation, overlap=overlap)
+                # admin_view's never_cache keeps this page, the one that shows a secret, out of every cache.
+                return TemplateResponse(request, "admin/subscriptions/subscription/rotate_secret.html", context)
+        return TemplateResponse(request, "admin/subscriptions/subscription/rotate_secret.html", context)
 
     def object_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
         """One of the list's actions applied to one subscription, from a button on its change page."""

@@ -62,7 +62,11 @@ WEBSUB_OPERATION: dict[str, Any] = {
     "responses": {
         "202": _answer("taken: verification (or the topic fetch) follows asynchronously"),
         "400": _answer("invalid: the text says which field and why"),
-        "403": _answer("publish ping for a topic outside HUB_PUBLISH_ALLOWED_TOPICS"),
+        "403": _answer(
+            "publish ping for a topic outside HUB_PUBLISH_ALLOWED_TOPICS or under hub.events (the hub's own "
+            "operational events); subscribe to a topic that receives hub.events (subscribe through the JSON API "
+            "with a manage token)"
+        ),
         "404": _answer("unsubscribe of a pair that has no subscription"),
         "413": _answer("body larger than HUB_MAX_REQUEST_BYTES"),
         "415": _answer("not application/x-www-form-urlencoded in UTF-8"),

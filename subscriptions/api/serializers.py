@@ -1,9 +1,10 @@
 """What the JSON API accepts and returns. Secrets are write-only: no serializer ever returns one."""
 
 from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from subscriptions import ratelimit, services
+from subscriptions import ratelimit, rules, services
 from subscriptions.api.errors import hub_error_for_api
 from subscriptions.models import (
     ATTEMPT_FIELDS,
@@ -98,6 +99,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "verified_at",
             "expires_at",
             "has_secret",
+            "previous_secret_expires_at",
             "rate_limit",
             "standard_webhooks",
             "consecutive_failures",
@@ -163,6 +165,63 @@ class SubscriptionCreateSerializer(serializers.Serializer):
         validators=[_pattern(SECRET_PATTERN, "use printable ASCII")],
         help_text="signs deliveries (X-Hub-Signature); fewer than 200 bytes, never returned",
     )
+
+
+class RotateSecretSerializer(serializers.Serializer):
+    """POST /api/subscriptions/<id>/rotate-secret: the new secret (or a random one) and the old one's overlap."""
+
+    secret = serializers.CharField(
+        required=False,
+        # An empty one reaches the rule below, which says what to do instead.
+        allow_blank=True,
+        trim_whitespace=False,
+        write_only=True,
+        validators=[_pattern(SECRET_PATTERN.replace("{0,199}", "{1,199}"), "use printable ASCII")],
+        help_text="the new secret, fewer than 200 bytes; leave it out for a random one (shown once in the answer)",
+    )
+    grace_seconds = serializers.IntegerField(
+        required=False,
+        default=rules.ROTATION_GRACE_SECONDS_DEFAULT,
+        min_value=0,
+        max_value=rules.ROTATION_GRACE_SECONDS_MAX,
+        error_messages={"min_value": rules.ROTATION_GRACE_REFUSAL, "max_value": rules.ROTATION_GRACE_REFUSAL},
+        help_text="how long the replaced secret still signs webhook-signature beside the new one (0 to 30 days)",
+    )
+
+    def to_internal_value(self, data: object) -> dict:
+        # A misspelt `grace_secs` would otherwise be dropped silently, and the default overlap applied.
+        if isinstance(data, dict):
+            unknown = {
+                str(name): [f"{name} is not a field of a rotation; the fields are secret, grace_seconds"]
+                for name in data
+                if name not in self.fields
+            }
+            if unknown:
+                raise serializers.ValidationError(unknown)
+        return super().to_internal_value(data)
+
+    def validate_secret(self, value: str) -> str:
+        try:
+            rules.rotation_secret_validate(value)
+        except services.HubError as exc:
+            raise serializers.ValidationError(hub_error_for_api(exc)[1]) from None
+        return value
+
+
+class RotatedSecretSerializer(SubscriptionSerializer):
+    """The subscription after a rotation, with the secret the hub made (context `generated_secret`), if any."""
+
+    secret = serializers.SerializerMethodField(
+        help_text="the secret the hub made, shown this once; null when you gave yours (it is never returned)"
+    )
+
+    class Meta(SubscriptionSerializer.Meta):
+        fields = [*SubscriptionSerializer.Meta.fields, "secret"]
+
+    @extend_schema_field({"type": "string", "nullable": True})
+    def get_secret(self, subscription: Subscription) -> str | None:
+        # Never the subscription's column: only a secret the caller has not seen yet.
+        return self.context.get("generated_secret")
 
 
 class SubscriptionRequestSerializer(serializers.ModelSerializer):

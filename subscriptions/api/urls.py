@@ -15,6 +15,11 @@ urlpatterns = [
     path("subscriptions/<int:pk>/pause", views.SubscriptionPause.as_view(), name="subscription-pause"),
     path("subscriptions/<int:pk>/resume", views.SubscriptionResume.as_view(), name="subscription-resume"),
     path("subscriptions/<int:pk>/replay", views.SubscriptionReplay.as_view(), name="subscription-replay"),
+    path(
+        "subscriptions/<int:pk>/rotate-secret",
+        views.SubscriptionRotateSecret.as_view(),
+        name="subscription-rotate-secret",
+    ),
     path("deliveries/", views.DeliveryList.as_view(), name="delivery-list"),
     path("deliveries/<int:pk>/", views.DeliveryDetail.as_view(), name="delivery-detail"),
     path("deliveries/<int:pk>/retry", views.DeliveryRetry.as_view(), name="delivery-retry"),

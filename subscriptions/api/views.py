@@ -3,14 +3,20 @@
 import math
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from subscriptions import selectors, services, throttles
+from subscriptions import rules, selectors, services, throttles
 from subscriptions.api import serializers
 from subscriptions.api.errors import hub_error_response, refusal
 from subscriptions.api.permissions import CanManage, CanPublish, CanPublishOrManage
@@ -44,7 +50,9 @@ def _throttled(wait: float) -> Response:
     description=(
         "With an `Idempotency-Key` header (up to 255 printable ASCII characters, per client), a repeat of the "
         "same topic and content within 24 hours is answered with the first answer (the same id, 202, and "
-        "`Idempotent-Replayed: true`) and publishes nothing; the same key with another topic or content gets 422."
+        "`Idempotent-Replayed: true`) and publishes nothing; the same key with another topic or content gets 422. "
+        "`hub.events` and the topics under it (any case) are the hub's own operational events: publishing there "
+        "gets 403, whatever the token."
     ),
     request=serializers.NotificationCreateSerializer,
     parameters=[
@@ -64,7 +72,15 @@ def _throttled(wait: float) -> Response:
             description="present when this is the answer of an earlier request with the same Idempotency-Key",
         ),
     ],
-    responses={202: serializers.AcceptedIdSerializer, **errors(400, 409, 413, 415, 422, 429)},
+    responses={
+        202: serializers.AcceptedIdSerializer,
+        **errors(400, 409, 413, 415, 422, 429),
+        403: OpenApiResponse(
+            E,
+            description="the token lacks the publish permission, or the topic is hub.events or under it "
+            "(reserved for the hub's own operational events)",
+        ),
+    },
     examples=[
         OpenApiExample(
             "trade document", value={"topic": "UN.CEFACT.TRADE.CO", "content": {"document": "CO-1"}}, request_only=True
@@ -122,6 +138,10 @@ class NotificationDetail(APIView):
     post=extend_schema(
         tags=["subscriptions"],
         summary="Subscribe (verified asynchronously, as on /hub)",
+        description=(
+            "The topic may be `hub.events` (every operational event the hub publishes), one event's topic such as "
+            "`hub.events.subscription.paused`, or `hub`: only here, with the manage permission; /hub refuses them."
+        ),
         request=serializers.SubscriptionCreateSerializer,
         responses={202: serializers.SubscriptionRequestSerializer, **errors(400, 404, 429)},
     ),
@@ -152,8 +172,9 @@ class SubscriptionListCreate(generics.ListAPIView):
         if wait is not None:
             return _throttled(wait)
         try:
+            # Tokens that manage the hub may subscribe to its operational events (hub.events); /hub may not.
             subscription_request = services.subscription_request(
-                mode=SubscriptionRequest.Mode.SUBSCRIBE, **serializer.validated_data
+                mode=SubscriptionRequest.Mode.SUBSCRIBE, events_allowed=True, **serializer.validated_data
             )
         except services.HubError as exc:
             return hub_error_response(exc)
@@ -262,6 +283,45 @@ class SubscriptionReplay(APIView):
         except services.HubError as exc:
             return hub_error_response(exc)
         return Response({"replayed": count}, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(
+    tags=["subscriptions"],
+    summary="Give the subscription a new secret, the old one still signing for a grace period",
+    description=(
+        "The new secret (`secret`, or a random `whsec_…` one when left out, shown once in the answer) signs every "
+        f"delivery from now on. For `grace_seconds` (default {rules.ROTATION_GRACE_SECONDS_DEFAULT}, at most "
+        f"{rules.ROTATION_GRACE_SECONDS_MAX}) the replaced secret still signs "
+        "as well where the header takes several signatures: `webhook-signature` (Standard Webhooks) carries one "
+        "with each secret. `X-Hub-Signature` takes one and is made with the new secret: a subscriber that checks "
+        "it accepts both secrets during the rotation. After the grace period the old secret is erased. Rotating "
+        "to the current secret changes nothing; a subscription without a secret gets the new one alone at once."
+    ),
+    request=serializers.RotateSecretSerializer,
+    responses={200: serializers.RotatedSecretSerializer, **errors(400, 404, 409, 415)},
+    examples=[
+        OpenApiExample("a random secret, a day's overlap", value={"grace_seconds": 86400}, request_only=True),
+        OpenApiExample(
+            "your own secret, a week's overlap",
+            value={"secret": "n3w-s3cret", "grace_seconds": 604800},
+            request_only=True,
+        ),
+    ],
+)
+class SubscriptionRotateSecret(APIView):
+    permission_classes = [CanManage]
+
+    def post(self, request: Request, pk: int) -> Response:
+        subscription = get_object_or_404(Subscription, pk=pk)
+        serializer = serializers.RotateSecretSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            rotation = services.subscription_rotate_secret(subscription=subscription, **serializer.validated_data)
+        except services.HubError as exc:
+            return hub_error_response(exc)
+        subscription.refresh_from_db()
+        generated = rotation.secret if rotation.generated else None
+        return Response(serializers.RotatedSecretSerializer(subscription, context={"generated_secret": generated}).data)
 
 
 @extend_schema(

@@ -27,7 +27,14 @@ from subscriptions.services.delivering import (
     subscription_rate,
 )
 from subscriptions.services.idempotency import IdempotentPublish, notification_publish_idempotent
-from subscriptions.services.operations import deliveries_replay, subscription_update, subscriptions_expire_now
+from subscriptions.services.operations import (
+    SecretRotation,
+    deliveries_replay,
+    previous_secrets_erase,
+    subscription_rotate_secret,
+    subscription_update,
+    subscriptions_expire_now,
+)
 from subscriptions.services.publishing import (
     notification_publish,
     notification_publish_json,
@@ -58,6 +65,7 @@ __all__ = [
     "IdempotentPublish",
     "PurgeCounts",
     "Resend",
+    "SecretRotation",
     "broker_marker_read",
     "broker_recovery_claim",
     "callback_validate",
@@ -73,6 +81,7 @@ __all__ = [
     "notification_publish_idempotent",
     "notification_publish_json",
     "notification_spread",
+    "previous_secrets_erase",
     "publish_ping",
     "retention_plan",
     "retention_purge",
@@ -88,6 +97,7 @@ __all__ = [
     "subscription_replay",
     "subscription_request",
     "subscription_resume",
+    "subscription_rotate_secret",
     "subscription_update",
     "subscription_verify",
     "subscriptions_expire",

@@ -12,7 +12,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from subscriptions.models import Delivery, Subscription
-from subscriptions.services import queueing
+from subscriptions.services import events, queueing
 from websubhub.hub_settings import hub_settings
 
 # Every service module logs as "subscriptions.services", the one logger they shared
@@ -71,12 +71,10 @@ class Breaker:
         )
 
     def succeeded(self, *, resumed: bool) -> None:
-        """The callback answered after failures: reset the count and send what waited for it."""
-        Subscription.objects.filter(pk=self.subscription_id).update(
-            consecutive_failures=0, state=Subscription.State.ACTIVE, resume_after=None, updated_at=timezone.now()
-        )
-        if resumed:
-            logger.info("subscription %s resumed: the probe was delivered", self.subscription_id)
+        """The callback answered after failures: reset the count, resume it if paused, and send what waited for it."""
+        why = "the probe was delivered" if resumed else "a delivery succeeded"
+        if _subscription_activate(self.subscription_id, reason=why):
+            logger.info("subscription %s resumed: %s", self.subscription_id, why)
         subscription_release_parked(subscription_id=self.subscription_id)
 
     def failed(self, error: str, *, probing: bool, now: datetime) -> datetime | None:
@@ -99,14 +97,17 @@ class Breaker:
         threshold = hub_settings.HUB_CALLBACK_FAILURE_PAUSE
         if threshold <= 0:
             return None
-        paused = Subscription.objects.filter(
-            pk=self.subscription_id, state=Subscription.State.ACTIVE, consecutive_failures__gte=threshold
-        ).update(
-            state=Subscription.State.PAUSED,
-            paused_at=now,
-            resume_after=cooldown,
-            pause_reason=f"{threshold} consecutive failed delivery attempts; last: {error[:300]}",
-        )
+        with transaction.atomic():
+            paused = Subscription.objects.filter(
+                pk=self.subscription_id, state=Subscription.State.ACTIVE, consecutive_failures__gte=threshold
+            ).update(
+                state=Subscription.State.PAUSED,
+                paused_at=now,
+                resume_after=cooldown,
+                pause_reason=f"{threshold} consecutive failed delivery attempts; last: {error[:300]}",
+            )
+            if paused:
+                events.subscription_paused(subscription_id=self.subscription_id, now=now)
         if paused:
             logger.warning(
                 "subscription %s paused after %s consecutive failed attempts", self.subscription_id, threshold
@@ -118,17 +119,38 @@ class Breaker:
 def subscription_pause(*, subscription: Subscription, reason: str = "paused by an operator") -> None:
     """Hold every delivery of the subscription until an operator resumes it (no probe; nothing is dropped)."""
     now = timezone.now()
-    Subscription.objects.filter(pk=subscription.pk).update(
-        state=Subscription.State.PAUSED, paused_at=now, pause_reason=reason[:500], resume_after=None, updated_at=now
-    )
+    fields = {
+        "state": Subscription.State.PAUSED,
+        "paused_at": now,
+        "pause_reason": reason[:500],
+        "resume_after": None,
+        "updated_at": now,
+    }
+    with transaction.atomic():
+        # One event per pause: a subscription the breaker paused already only changes its reason.
+        if Subscription.objects.filter(pk=subscription.pk, state=Subscription.State.ACTIVE).update(**fields):
+            events.subscription_paused(subscription_id=subscription.pk, now=now)
+        else:
+            Subscription.objects.filter(pk=subscription.pk).update(**fields)
 
 
 def subscription_resume(*, subscription: Subscription) -> int:
     """Resume a paused subscription at once and send its parked deliveries; returns how many."""
-    Subscription.objects.filter(pk=subscription.pk).update(
-        state=Subscription.State.ACTIVE, consecutive_failures=0, resume_after=None, updated_at=timezone.now()
-    )
+    _subscription_activate(subscription.pk, reason="resumed by an operator")
     return subscription_release_parked(subscription_id=subscription.pk)
+
+
+def _subscription_activate(subscription_id: int, *, reason: str) -> bool:
+    """Reset the failure count and make the subscription active; True (and an event) when it was paused."""
+    now = timezone.now()
+    fields = {"state": Subscription.State.ACTIVE, "consecutive_failures": 0, "resume_after": None, "updated_at": now}
+    with transaction.atomic():
+        # Conditional, so that a probe's success and an operator's resume at once say "resumed" once.
+        if Subscription.objects.filter(pk=subscription_id, state=Subscription.State.PAUSED).update(**fields):
+            events.subscription_resumed(subscription_id=subscription_id, reason=reason, now=now)
+            return True
+        Subscription.objects.filter(pk=subscription_id).update(**fields)
+        return False
 
 
 def subscription_release_parked(*, subscription_id: int) -> int:
@@ -139,26 +161,7 @@ def subscription_release_parked(*, subscription_id: int) -> int:
     now, so a delivery that releases itself at the same time (its compare-and-set
     on `due_at`) is sent once, by one of the two.
     """
-    return deliveries_release(Q(subscription_id=subscription_id))
-
-
-def deliveries_release(which: Q) -> int:
-    """Move the pending deliveries matching `which` that wait for a later time to now and enqueue them."""
-    released = 0
-    while True:
-        now = timezone.now()
-        with transaction.atomic():
-            rows = dict(
-                Delivery.objects.select_for_update()
-                .filter(which, status=Delivery.Status.PENDING, due_at__gt=now)
-                .order_by("id")
-                .values_list("id", "attempts")[: queueing.SPREAD_BATCH]
-            )
-            if not rows:
-                return released
-            Delivery.objects.filter(pk__in=list(rows)).update(due_at=now, queued=True, updated_at=now)
-            transaction.on_commit(lambda rows=rows: queueing.deliveries_enqueue(list(rows), retries=rows))
-        released += len(rows)
+    return queueing.deliveries_release(Q(subscription_id=subscription_id))
 
 
 def delivery_park(delivery_id: int, *, subscription_id: int, until: datetime, holds: Q) -> bool:

@@ -16,14 +16,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import InterfaceError, OperationalError, connections, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from subscriptions import delivery, http, metrics, ratelimit
 from subscriptions.metrics import DeliveryOutcome
 from subscriptions.models import Delivery, DeliveryAttempt, Subscription
 from subscriptions.selectors import DeliveryWork, delivery_work, notification_payload
-from subscriptions.services import breaker, queueing
+from subscriptions.services import breaker, events, queueing
 from subscriptions.services.breaker import Breaker
 from websubhub.db import connection_release
 from websubhub.hub_settings import hub_settings
@@ -192,6 +192,9 @@ def _delivery_send(work: DeliveryWork, board: Breaker, *, probing: bool) -> tupl
             secret=work.secret,
             algorithm=hub_settings.HUB_SIGNATURE_ALGORITHM,
             standard_webhooks=work.standard_webhooks,
+            previous_secret=delivery.secret_in_grace(
+                work.previous_secret, work.previous_secret_expires_at, now=started
+            ),
         )
         # The thread's database connection goes back to the pool while the callback
         # answers (up to the HTTP timeouts): threads outnumber pooled connections.
@@ -303,7 +306,9 @@ def _attempt_record(
         return True, None
 
     if work.attempts >= hub_settings.HUB_DELIVERY_MAX_RETRIES:
-        _outcome_write(work, attempt_row, status=Delivery.Status.FAILED, last_error=error, **outcome)
+        with transaction.atomic():
+            if _outcome_write(work, attempt_row, status=Delivery.Status.FAILED, last_error=error, **outcome):
+                events.delivery_failed(delivery_id=work.delivery_id, now=done)
         logger.warning(
             "delivery %s of notification %s to subscription %s: attempt %s failed for good (%s, %sms)", *log_args
         )
@@ -332,32 +337,49 @@ def _attempt_record(
     return False, Resend(countdown=wait, attempted=True) if in_broker else None
 
 
-def _outcome_write(work: DeliveryWork, attempt_row: dict[str, Any], **fields: Any) -> None:
-    """Add the attempt to the log and write the delivery's outcome (only while it is pending).
+def _outcome_write(work: DeliveryWork, attempt_row: dict[str, Any], **fields: Any) -> bool:
+    """Add the attempt to the log and write the delivery's outcome (only while it is pending); True when written.
 
     One statement on PostgreSQL (the INSERT in a WITH clause of the UPDATE), one
-    transaction of two elsewhere.
+    transaction of two elsewhere. On PostgreSQL it commits asynchronously
+    (`synchronous_commit` off for this statement's transaction only): a crash of
+    the database server may forget the outcomes of its last fraction of a
+    second, which leaves those deliveries pending as they were before the
+    attempt, so they are sent again (at least once; README, Delivery
+    guarantees). Accepting a notification and creating its deliveries stay
+    synchronous: nothing accepted is lost.
     """
     fields["updated_at"] = timezone.now()
     connection = connections["default"]
+    insert, update = _outcome_sql(connection, tuple(attempt_row), tuple(fields))
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
-                _outcome_sql(connection, tuple(attempt_row), tuple(fields)),
+                f"WITH attempt AS ({insert}) {update}"
+                # This statement's own transaction commits without waiting for the WAL flush.
+                " AND set_config('synchronous_commit', 'off', true) IS NOT NULL",
                 [work.delivery_id, *attempt_row.values(), *fields.values(), work.delivery_id],
             )
-        return
-    with transaction.atomic():
-        DeliveryAttempt.objects.create(delivery_id=work.delivery_id, **attempt_row)
-        Delivery.objects.filter(pk=work.delivery_id, status=Delivery.Status.PENDING).update(
-            attempts=F("attempts") + 1, **fields
-        )
+            return cursor.rowcount == 1
+    # Raw statements with each value prepared by its field, as the ORM would (the ORM's own
+    # create and update cost more than the rest of a delivery on SQLite).
+    attempt_values = [_db_value(DeliveryAttempt, name, value, connection) for name, value in attempt_row.items()]
+    delivery_values = [_db_value(Delivery, name, value, connection) for name, value in fields.items()]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(insert, [work.delivery_id, *attempt_values])
+        cursor.execute(update, [*delivery_values, work.delivery_id])
+        return cursor.rowcount == 1
 
 
-_outcome_sql_cache: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
+def _db_value(model: type, name: str, value: Any, connection: Any) -> Any:
+    return model._meta.get_field(name).get_db_prep_value(value, connection, prepared=False)
 
 
-def _outcome_sql(connection: Any, attempt_fields: tuple[str, ...], delivery_fields: tuple[str, ...]) -> str:
+_outcome_sql_cache: dict[tuple[str, tuple[str, ...], tuple[str, ...]], tuple[str, str]] = {}
+
+
+def _outcome_sql(connection: Any, attempt_fields: tuple[str, ...], delivery_fields: tuple[str, ...]) -> tuple[str, str]:
+    """The attempt's INSERT and the delivery's UPDATE (while pending), for these fields."""
     key = (connection.vendor, attempt_fields, delivery_fields)
     sql = _outcome_sql_cache.get(key)
     if sql is None:
@@ -370,11 +392,11 @@ def _outcome_sql(connection: Any, attempt_fields: tuple[str, ...], delivery_fiel
         assignments += [f"{quote(deliveries.get_field(f).column)} = %s" for f in delivery_fields]
         # Identifiers come from the models' metadata, quoted; every value is bound.
         sql = (
-            f"WITH attempt AS (INSERT INTO {quote(attempts.db_table)} ({', '.join(map(quote, insert_columns))}) "  # noqa: S608
-            f"VALUES ({', '.join(['%s'] * len(insert_columns))})) "
-            f"UPDATE {quote(deliveries.db_table)} SET {', '.join(assignments)} "
+            f"INSERT INTO {quote(attempts.db_table)} ({', '.join(map(quote, insert_columns))}) "  # noqa: S608
+            f"VALUES ({', '.join(['%s'] * len(insert_columns))})",
+            f"UPDATE {quote(deliveries.db_table)} SET {', '.join(assignments)} "  # noqa: S608
             f"WHERE {quote(deliveries.pk.column)} = %s AND {quote(deliveries.get_field('status').column)} = "
-            f"'{Delivery.Status.PENDING.value}'"
+            f"'{Delivery.Status.PENDING.value}'",
         )
         _outcome_sql_cache[key] = sql
     return sql

@@ -17,7 +17,7 @@ from subscriptions import http, metrics, netguard, rules
 from subscriptions.errors import DeliveryFailed, HubError
 from subscriptions.models import Delivery, Notification, Subscription
 from subscriptions.selectors import subscriptions_matching
-from subscriptions.services import breaker, queueing
+from subscriptions.services import queueing
 from subscriptions.topics import is_url_topic, publish_keys
 from websubhub.celery import app as celery_app
 from websubhub.hub_settings import hub_settings
@@ -52,6 +52,7 @@ def publish_ping(*, topics: list[str], throttle: Callable[[], float | None] = la
     unique = list(dict.fromkeys(topics))
     for topic in unique:
         rules.topic_keys_for_publish(topic)
+        rules.topic_events_publish_refuse(topic)
         if not is_url_topic(topic):
             raise HubError(
                 "hub.mode=publish fetches the topic, so it must be an http(s) URL; "
@@ -84,15 +85,19 @@ def notification_publish(
     content: bytes,
     content_type: str,
     in_transaction: Callable[[Notification], None] | None = None,
+    hub_event: bool = False,
 ) -> Notification:
     """Store a notification and enqueue its spread once committed; raises HubError when invalid.
 
     The row is the record: if the broker cannot take the spread message now,
     the periodic sweep sends it later. `in_transaction(notification)` runs in the
     transaction that stores it (the Idempotency-Key's INSERT): when it raises,
-    nothing is stored and nothing spreads.
+    nothing is stored and nothing spreads. Only the hub's own operational events
+    (`hub_event`, from services/events.py) may be published on `hub.events`.
     """
     rules.topic_keys_for_publish(topic)
+    if not hub_event:
+        rules.topic_events_publish_refuse(topic)
     if len(content) > hub_settings.HUB_MAX_CONTENT_BYTES:
         raise HubError(
             f"content is larger than HUB_MAX_CONTENT_BYTES ({hub_settings.HUB_MAX_CONTENT_BYTES} bytes)",
@@ -183,7 +188,7 @@ def _deliveries_create_and_enqueue(notification_id: int, batch: list[Delivery]) 
         still_paused = Subscription.objects.filter(pk__in=parked, state=Subscription.State.PAUSED)
         resumed = parked - set(still_paused.values_list("pk", flat=True))
         if resumed:
-            breaker.deliveries_release(Q(notification_id=notification_id, subscription_id__in=resumed))
+            queueing.deliveries_release(Q(notification_id=notification_id, subscription_id__in=resumed))
     return len(ids)
 
 

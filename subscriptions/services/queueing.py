@@ -1,10 +1,15 @@
-"""Sending deliver tasks: one producer connection, in batches, each to the queue its attempt count says."""
+"""Sending deliver tasks: one producer connection, in batches, each to the queue its attempt count says; and
+releasing parked deliveries into them."""
 
 import logging
 
 from celery.utils import uuid
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 from kombu import Producer
 
+from subscriptions.models import Delivery
 from websubhub.celery import app as celery_app
 from websubhub.queues import QueueName, TaskName
 
@@ -46,6 +51,25 @@ def deliveries_enqueue(
                 )
             else:
                 messages.publish(delivery_id, queue)
+
+
+def deliveries_release(which: Q) -> int:
+    """Move the pending deliveries matching `which` that wait for a later time to now and enqueue them."""
+    released = 0
+    while True:
+        now = timezone.now()
+        with transaction.atomic():
+            rows = dict(
+                Delivery.objects.select_for_update()
+                .filter(which, status=Delivery.Status.PENDING, due_at__gt=now)
+                .order_by("id")
+                .values_list("id", "attempts")[:SPREAD_BATCH]
+            )
+            if not rows:
+                return released
+            Delivery.objects.filter(pk__in=list(rows)).update(due_at=now, queued=True, updated_at=now)
+            transaction.on_commit(lambda rows=rows: deliveries_enqueue(list(rows), retries=rows))
+        released += len(rows)
 
 
 class DeliverMessages:

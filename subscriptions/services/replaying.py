@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from subscriptions.errors import HubError
 from subscriptions.models import Delivery, Notification, Subscription
-from subscriptions.services import breaker, queueing, retention
+from subscriptions.services import queueing, retention
 from websubhub.hub_settings import hub_settings
 
 logger = logging.getLogger("subscriptions.services")
@@ -140,5 +140,5 @@ def _replay_batch(subscription_id: int, notification_ids: list[int]) -> int:
         and not Subscription.objects.filter(pk=subscription_id, state=Subscription.State.PAUSED).exists()
     ):
         # Resumed after it was read as paused: its release may not have seen these (as in spread).
-        breaker.deliveries_release(Q(pk__in=ids))
+        queueing.deliveries_release(Q(pk__in=ids))
     return len(ids)

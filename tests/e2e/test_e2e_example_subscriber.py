@@ -129,6 +129,27 @@ def test_example_subscriber_acknowledges_a_forged_delivery_and_ignores_it(exampl
     assert "forged" not in "\n".join(example_subscriber.lines())
 
 
+def test_example_subscriber_given_two_secrets_verifies_a_delivery_signed_with_either(tmp_path: Path) -> None:
+    # given the example started during a secret rotation with the new and the old secret
+    server = ExampleSubscriber(tmp_path, "--secret", "n3w", "--secret", SECRET)
+    try:
+        # when deliveries signed with each, and one with neither, arrive
+        for number, secret in enumerate(("n3w", SECRET, "guess")):
+            body = f'{{"n":{number}}}'.encode()
+            signature = delivery.signature(secret, body, "sha256")
+            request = urllib.request.Request(
+                server.url + "cb", data=body, headers={"Content-Type": "application/json", "X-Hub-Signature": signature}
+            )
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                assert answer.status == 202
+        # then the first two are verified and the third ignored
+        lines = wait_until(lambda: [x for x in server.lines() if x.startswith("delivery ")][2:] and server.lines())
+    finally:
+        server.stop()
+    outcomes = [line.rsplit(": ", 1)[0].rsplit(" ", 1)[-1] for line in lines if line.startswith("delivery ")]
+    assert outcomes == ["verified", "verified", "ignored"], lines
+
+
 def test_walkthrough_unsubscribe_step_works_as_written(hub, example_subscriber: ExampleSubscriber, tmp_path: Path):
     # given a verified subscription of the example subscriber (README walkthrough, step 2)
     callback = example_subscriber.url + "cb"

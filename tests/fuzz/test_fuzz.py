@@ -103,6 +103,7 @@ VALID = {
     "/api/notifications/": {"topic": "a.b", "content": {"x": 1}},
     "/api/subscriptions/": {"topic": "a.b", "callback": "https://sub.example/cb", "secret": "s", "lease_seconds": 60},
     "subscription": {"rate_limit": "5/s", "standard_webhooks": True},
+    "rotate-secret": {"secret": "s", "grace_seconds": 60},
 }
 
 
@@ -121,6 +122,9 @@ def test_json_api_refuses_text_that_is_not_valid_unicode_in_any_field_with_a_400
     body = json.dumps(document)  # ensure_ascii: the surrogate travels as a \\u escape, as a client would send it
     if target == "subscription":
         response = client.patch(f"/api/subscriptions/{subscription.pk}/", body, content_type="application/json")
+    elif target == "rotate-secret":
+        url = f"/api/subscriptions/{subscription.pk}/rotate-secret"
+        response = client.post(url, body, content_type="application/json")
     else:
         response = client.post(target, body, content_type="application/json")
     # then

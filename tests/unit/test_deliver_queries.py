@@ -64,3 +64,24 @@ def test_query_count_does_not_grow_with_the_number_of_subscriptions_or_attempts(
         attempts=3,
     )
     assert _deliver(later.pk) <= 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_outcome_commits_asynchronously_and_leaves_the_connection_synchronous(server: Subscriber, settings) -> None:
+    # given
+    if connection.vendor != "postgresql":
+        pytest.skip("asynchronous commit is PostgreSQL's")
+    settings.HUB_CALLBACK_RATE_LIMIT = "off"
+    first, second = DeliveryFactory.create_batch(2, subscription__callback=server.url("/sync"))
+    # when: the outcome statement runs in autocommit, as in the worker
+    with CaptureQueriesContext(connection) as queries:
+        services.delivery_attempt(delivery_id=first.pk)
+    # then: its own transaction only was asynchronous; what the connection commits next (a spread's
+    # deliveries, say) waits for the flush as before
+    (outcome,) = [q["sql"] for q in queries if q["sql"].startswith("WITH attempt AS")]
+    assert "set_config('synchronous_commit', 'off', true)" in outcome
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+    assert Delivery.objects.get(pk=first.pk).status == Delivery.Status.DELIVERED
+    assert Delivery.objects.get(pk=second.pk).status == Delivery.Status.PENDING

@@ -116,6 +116,28 @@ def test_the_purge_deletes_in_bounded_batches(settings):
     assert len(deletes) == 4  # 3 + 3 + 3 + 1
 
 
+def test_a_batch_of_deliveries_goes_in_one_delete_statement_without_reading_them_back(settings):
+    # given a batch larger than Django's delete chunk (100 ids per statement)
+    settings.HUB_RETENTION_DAYS = settings.HUB_ATTEMPT_RETENTION_DAYS = 30
+    _notification(31, [Delivery.Status.DELIVERED] * 250)
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        counts = services.retention_purge(batch=250)
+    # then one DELETE removed them all, and the only read of the deliveries is the locking one
+    assert (counts.notifications, counts.deliveries, counts.attempts) == (1, 250, 250)
+    assert len(_delivery_deletes(queries)) == 1
+    selects = f"SELECT {connection.ops.quote_name(Delivery._meta.db_table)}."
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith(selects)]
+    assert len(reads) == 2  # the batch under lock, and the next (empty) one
+    assert all("FOR UPDATE" in sql for sql in reads)
+
+
+def test_attempts_are_the_only_rows_that_reference_a_delivery():
+    # The purge deletes a delivery's attempts, then the deliveries without Django's collector: a new model
+    # that references Delivery must be purged in services/retention.py (_deliveries_purge) before its deliveries.
+    assert {relation.related_model for relation in Delivery._meta.related_objects} == {DeliveryAttempt}
+
+
 def test_a_time_budget_stops_between_batches_and_the_next_run_goes_on(settings):
     settings.HUB_RETENTION_DAYS = settings.HUB_ATTEMPT_RETENTION_DAYS = 30
     _notification(31, [Delivery.Status.DELIVERED] * 10)

@@ -17,7 +17,7 @@ from django.test import Client
 
 from subscriptions import netguard, throttles
 from subscriptions.models import SubscriptionRequest
-from subscriptions.services import subscribing
+from subscriptions.services import events
 
 # Tasks are recorded, not sent; throttle counters start at zero.
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker", "fresh_cache")]
@@ -108,8 +108,8 @@ def test_subscription_request_log_names_the_host_the_request_goes_to(caplog) -> 
         ("http://[broken/", "?"),
     ],
 )
-def test_log_host_is_the_guards_reading_and_never_the_query(url: str, host: str) -> None:
-    assert subscribing._host(url) == host
+def test_log_and_event_host_is_the_guards_reading_and_never_the_query(url: str, host: str) -> None:
+    assert events.callback_host(url) == host
 
 
 # --- The publish allow list ---------------------------------------------------------------------------
