@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 # uses them (the allow list's parser is the outbound guard's, so the setting and the requests read
 # URLs alike). Lower-case module names, so that Django does not take the lists for settings.
 from subscriptions import delivery as _delivery
+from subscriptions import http as _http
 from subscriptions import netguard as _netguard
 from subscriptions.netguard import url_prefixes
 from websubhub.queues import ALL_QUEUES, QueueName, TaskName
@@ -307,6 +308,21 @@ HUB_HTTP_READ_TIMEOUT = env.float("HUB_HTTP_READ_TIMEOUT", default=10.0)
 HUB_HTTP_TOTAL_TIMEOUT = env.float("HUB_HTTP_TOTAL_TIMEOUT", default=HUB_HTTP_CONNECT_TIMEOUT + HUB_HTTP_READ_TIMEOUT)
 if not HUB_HTTP_CONNECT_TIMEOUT > 0 or not HUB_HTTP_READ_TIMEOUT > 0 or not HUB_HTTP_TOTAL_TIMEOUT > 0:
     raise ImproperlyConfigured("HUB_HTTP_CONNECT_TIMEOUT, HUB_HTTP_READ_TIMEOUT and HUB_HTTP_TOTAL_TIMEOUT must be > 0")
+
+# Outbound route and identity (README, "Outbound proxy and client certificates"), each checked
+# here so that a mistake stops the process at start. HUB_OUTBOUND_PROXY: an http:// or https://
+# CONNECT proxy (an egress proxy such as Smokescreen) every verification, delivery and topic fetch
+# is tunnelled through; the proxy resolves names, so the address guard judges only what the hub
+# sees (literal addresses, localhost names, ports). HUB_CLIENT_CERT and HUB_CLIENT_KEY: PEM files
+# of the certificate presented on every outbound TLS connection (the key may be in the cert's file).
+# HUB_CA_BUNDLE: PEM CA certificates trusted for outbound TLS instead of requests' (certifi's).
+HUB_OUTBOUND_PROXY = env.str("HUB_OUTBOUND_PROXY", default="")
+_netguard.proxy_setting(HUB_OUTBOUND_PROXY)
+HUB_CLIENT_CERT = env.str("HUB_CLIENT_CERT", default="")
+HUB_CLIENT_KEY = env.str("HUB_CLIENT_KEY", default="")
+_http.client_certificate_setting(HUB_CLIENT_CERT, HUB_CLIENT_KEY)
+HUB_CA_BUNDLE = env.str("HUB_CA_BUNDLE", default="")
+_http.ca_bundle_setting(HUB_CA_BUNDLE)
 
 # Largest content the hub accepts or fetches for one notification (bytes), and
 # the largest request body it reads at all (413 above it).
