@@ -60,12 +60,28 @@ class _Server(ThreadingHTTPServer):
     def finish_request(self, request: socket.socket, client_address: object) -> None:
         # The handshake in the connection's own thread: a slow or refused one holds up no other.
         if self.tls is not None:
+            request = self.tls.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
             try:
-                request = self.tls.wrap_socket(request, server_side=True)
+                request.do_handshake()
             except (ssl.SSLError, OSError) as exc:
                 self.tls_failures.append(getattr(exc, "reason", None) or type(exc).__name__)
+                _drain(request)
                 return
         super().finish_request(request, client_address)
+
+
+def _drain(sock: socket.socket) -> None:
+    """Read what the client sent until it closes, so that closing sends it no reset.
+
+    Under TLS 1.3 a client sends its request before learning that the server
+    refused its certificate: closed with that request unread, the socket would
+    send a reset, which can overtake the alert that says why.
+    """
+    with contextlib.suppress(OSError):
+        sock.settimeout(5)
+        # The plain socket's recv: the TLS layer has nothing more to give after a failed handshake.
+        while socket.socket.recv(sock, 65_536):
+            pass
 
 
 class Subscriber:
