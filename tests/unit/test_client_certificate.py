@@ -14,7 +14,9 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from django.core.exceptions import ImproperlyConfigured
 
-from subscriptions import delivery, http, verification
+from subscriptions import delivery, http, services, verification
+from subscriptions.models import Delivery, DeliveryAttempt
+from tests.support.factories import DeliveryFactory, SubscriptionFactory
 from tests.support.subscriber import Subscriber, wait_until
 
 JSON = {"Content-Type": "application/json"}
@@ -87,6 +89,33 @@ def test_without_a_client_certificate_the_delivery_fails_as_a_tls_error(mtls_sub
     # (the server records its refusal after sending the alert the hub may already have read)
     wait_until(lambda: mtls_subscriber.tls_failures, timeout=5, what="the subscriber's refusal")
     assert mtls_subscriber.tls_failures == ["PEER_DID_NOT_RETURN_A_CERTIFICATE"]
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("trusts_the_test_ca")
+@pytest.mark.parametrize("with_certificate", [True, False])
+def test_the_delivery_service_records_the_attempt_delivered_with_the_certificate_and_failed_without(
+    pki: Pki, mtls_subscriber: Subscriber, settings, with_certificate: bool
+) -> None:
+    # given
+    settings.HUB_CALLBACK_RATE_LIMIT = "off"
+    settings.HUB_CLIENT_CERT = str(pki.cert) if with_certificate else ""
+    settings.HUB_CLIENT_KEY = str(pki.key) if with_certificate else ""
+    pending = DeliveryFactory(subscription=SubscriptionFactory(callback=mtls_subscriber.url("/cb")))
+    # when
+    services.delivery_attempt(delivery_id=pending.pk)
+    # then
+    pending.refresh_from_db()
+    (attempt,) = DeliveryAttempt.objects.filter(delivery=pending)
+    if with_certificate:
+        assert pending.status == Delivery.Status.DELIVERED
+        assert attempt.status_code == 204
+    else:
+        assert pending.status == Delivery.Status.PENDING  # to be retried
+        assert attempt.status_code is None
+        assert attempt.error == "tls error"  # the attempt log keeps the class, the delivery the detail
+        assert pending.last_error.startswith("tls error: ")
+        assert mtls_subscriber.deliveries() == []
 
 
 @pytest.mark.usefixtures("trusts_the_test_ca")
