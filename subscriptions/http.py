@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 import requests.certs
@@ -305,10 +305,18 @@ class _Watch:
         """
         self.use_socket(getattr(connection, "sock", None))
 
-    def use_socket(self, sock: socket.socket | None) -> None:
-        """The request's connection has just opened this socket (a proxy's CONNECT and TLS handshakes follow)."""
-        if sock is None:
-            return
+    def use_socket(self, sock: Any) -> None:
+        """The request's connection has just opened this socket (a proxy's CONNECT and TLS handshakes follow).
+
+        Each layer a connection adds is handed in as it is made: wrapping a
+        socket in TLS moves its descriptor to the new SSLSocket and leaves the
+        old object closed. TLS inside a proxy's TLS is urllib3's SSLTransport,
+        not a socket: the socket under it is kept.
+        """
+        if not isinstance(sock, socket.socket):
+            sock = getattr(sock, "socket", None)
+            if not isinstance(sock, socket.socket):
+                return
         with self._lock:
             if self._done:
                 return
@@ -380,10 +388,20 @@ def _watchdog() -> _Watchdog:
         return _watchdog_instance
 
 
+_S = TypeVar("_S")
+
+
 def _watch_connection(connection: Any) -> None:
     watch = getattr(_local, "watch", None)
     if watch is not None:
         watch.use(connection)
+
+
+def _watch_socket(sock: _S) -> _S:
+    watch = getattr(_local, "watch", None)
+    if watch is not None:
+        watch.use_socket(sock)
+    return sock
 
 
 class _DeadlineConnectionMixin:
@@ -393,11 +411,12 @@ class _DeadlineConnectionMixin:
     _tunnel_port: int | None
 
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()  # type: ignore[misc]
-        watch = getattr(_local, "watch", None)
-        if watch is not None:
-            watch.use_socket(sock)
-        return sock
+        return _watch_socket(super()._new_conn())  # type: ignore[misc]
+
+    def _connect_tls_proxy(self, hostname: str, sock: socket.socket) -> ssl.SSLSocket:
+        # TLS to an https:// proxy: the destination's own handshake then runs inside it (urllib3's
+        # SSLTransport), one read at a time under the connect timeout, and only the deadline bounds it.
+        return _watch_socket(super()._connect_tls_proxy(hostname, sock))  # type: ignore[misc]
 
     def _tunnel(self) -> None:
         # Kept now: a refused tunnel closes the connection, which forgets them.
@@ -428,7 +447,7 @@ class _DeadlineHTTPConnection(_DeadlineConnectionMixin, netguard.GuardedHTTPConn
             # request inside it (urllib3 does this itself only for https destinations).
             context = self.proxy_config.ssl_context
             assert context is not None  # proxy_tls_context() makes one for every https:// proxy
-            sock = context.wrap_socket(sock, server_hostname=self.host)
+            sock = _watch_socket(context.wrap_socket(sock, server_hostname=self.host))
         return sock
 
 

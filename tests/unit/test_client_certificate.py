@@ -84,7 +84,7 @@ def test_without_a_client_certificate_the_delivery_fails_as_a_tls_error(mtls_sub
     # then: a failed attempt to retry, and the subscriber refused the handshake for want of a certificate
     assert result.outcome is delivery.Outcome.RETRY
     assert result.status_code is None
-    assert result.error.startswith("tls error: "), result.error
+    assert result.error == "tls error: TLSV13_ALERT_CERTIFICATE_REQUIRED"
     assert mtls_subscriber.deliveries() == []
     # (the server records its refusal after sending the alert the hub may already have read)
     wait_until(lambda: mtls_subscriber.tls_failures, timeout=5, what="the subscriber's refusal")
@@ -116,6 +116,21 @@ def test_the_delivery_service_records_the_attempt_delivered_with_the_certificate
         assert attempt.error == "tls error"  # the attempt log keeps the class, the delivery the detail
         assert pending.last_error.startswith("tls error: ")
         assert mtls_subscriber.deliveries() == []
+
+
+@pytest.mark.usefixtures("trusts_the_test_ca")
+def test_a_client_certificate_from_a_ca_the_subscriber_does_not_trust_fails_as_a_tls_error(
+    mtls_subscriber: Subscriber, settings, tmp_path: Path
+) -> None:
+    stranger = trustme.CA().issue_cert("hub.example")
+    stranger.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "stranger.pem"))
+    settings.HUB_CLIENT_CERT, settings.HUB_CLIENT_KEY = str(tmp_path / "stranger.pem"), ""
+    result = delivery.post(mtls_subscriber.url("/cb"), b"{}", JSON)
+    assert result.outcome is delivery.Outcome.RETRY
+    assert result.error == "tls error: TLSV1_ALERT_UNKNOWN_CA"
+    assert mtls_subscriber.deliveries() == []
+    wait_until(lambda: mtls_subscriber.tls_failures, timeout=5, what="the subscriber's refusal")
+    assert mtls_subscriber.tls_failures == ["CERTIFICATE_VERIFY_FAILED"]
 
 
 @pytest.mark.usefixtures("trusts_the_test_ca")

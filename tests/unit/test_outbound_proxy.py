@@ -7,6 +7,7 @@ names itself, as an egress proxy does, so the hub needs no DNS for them.
 
 import base64
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from subscriptions import delivery, http, netguard, services, verification
 from subscriptions.models import Notification
+from tests.support.dripping import DrippingServer
 from tests.support.proxy import ConnectProxy
 from tests.support.subscriber import Subscriber, Verification
 
@@ -242,6 +244,60 @@ def test_a_proxy_that_does_not_answer_is_a_failed_attempt_naming_the_proxy(setti
     assert result.outcome is delivery.Outcome.RETRY
     assert result.error == "proxy error: could not connect to HUB_OUTBOUND_PROXY"
     assert subscriber.received == []
+
+
+# --- The deadline through the proxy ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["dripped-status-line", "dripped-tls-handshake-in-tls"])
+def test_a_callback_dripping_through_the_tunnel_is_cut_at_the_total_deadline(
+    settings, ca: trustme.CA, ca_bundle: Path, tls: bool
+) -> None:
+    # given: the connect and read timeouts alone would let it run for seconds
+    settings.HUB_HTTP_CONNECT_TIMEOUT, settings.HUB_HTTP_READ_TIMEOUT, settings.HUB_HTTP_TOTAL_TIMEOUT = 2.0, 3.0, 1.0
+    if tls:
+        # an https:// proxy, and a callback whose TLS handshake (inside the proxy's TLS) never ends
+        dripping = DrippingServer(interval=0.1, body=b"\x16\x03\x03\x40\x00" + b"\x00" * 1000, raw=True)
+        server = ConnectProxy(hosts={"slow.test": "127.0.0.1"}, tls=_server_context(ca, "127.0.0.1"))
+    else:
+        dripping = DrippingServer(interval=0.1)
+        server = ConnectProxy(hosts={"slow.test": "127.0.0.1"})
+    settings.HUB_OUTBOUND_PROXY = server.url
+    port = dripping.port
+    try:
+        started = time.monotonic()
+        result = delivery.post(f"{'https' if tls else 'http'}://slow.test:{dripping.port}/cb", b"{}", JSON)
+        took = time.monotonic() - started
+    finally:
+        server.close()
+        dripping.close()
+    assert result.outcome is delivery.Outcome.RETRY
+    assert "HUB_HTTP_TOTAL_TIMEOUT" in result.error
+    assert took < 1.0 + 0.75
+    assert server.targets() == [f"slow.test:{port}"]
+
+
+@pytest.mark.usefixtures("ca_bundle")
+def test_an_https_callback_slow_to_answer_inside_an_https_proxy_is_cut_at_the_deadline_every_time(
+    settings, ca: trustme.CA, tls_subscriber: Subscriber
+) -> None:
+    # given: TLS inside the proxy's TLS (urllib3's SSLTransport), and an answer later than the deadline
+    settings.HUB_HTTP_CONNECT_TIMEOUT, settings.HUB_HTTP_READ_TIMEOUT, settings.HUB_HTTP_TOTAL_TIMEOUT = 2.0, 3.0, 1.0
+    tls_subscriber.post_delay["/slow"] = 4.0
+    server = ConnectProxy(hosts={"subscriber.test": "127.0.0.1"}, tls=_server_context(ca, "127.0.0.1"))
+    settings.HUB_OUTBOUND_PROXY = server.url
+    try:
+        # when: twice, so that the second shows the process's deadline watchdog survived the first
+        for _ in range(2):
+            started = time.monotonic()
+            result = delivery.post(f"https://subscriber.test:{tls_subscriber.port}/slow", b"{}", JSON)
+            took = time.monotonic() - started
+            # then
+            assert result.outcome is delivery.Outcome.RETRY
+            assert "HUB_HTTP_TOTAL_TIMEOUT" in result.error
+            assert took < 1.0 + 0.75
+    finally:
+        server.close()
 
 
 # --- An https:// proxy and https destinations ---------------------------------------------------
