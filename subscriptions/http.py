@@ -445,8 +445,7 @@ class _DeadlineHTTPConnection(_DeadlineConnectionMixin, netguard.GuardedHTTPConn
         if self._tunnel_host is not None and self._tunnel_scheme == "https" and self.proxy_config is not None:
             # A plain-http destination through an https:// proxy: TLS to the proxy, then the CONNECT and the
             # request inside it (urllib3 does this itself only for https destinations).
-            context = self.proxy_config.ssl_context
-            assert context is not None  # proxy_tls_context() makes one for every https:// proxy
+            context = self.proxy_config.ssl_context or ssl.create_default_context()
             sock = _watch_socket(context.wrap_socket(sock, server_hostname=self.host))
         return sock
 

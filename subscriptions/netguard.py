@@ -708,6 +708,7 @@ def cause_of(exc: BaseException, kind: type[_E]) -> _E | None:
         if isinstance(candidate, kind):
             return candidate
         pending.extend(candidate.args)
-        for name in ("reason", "original_error", "__cause__", "__context__"):
+        # Not __context__: an error merely being handled nearby is no cause.
+        for name in ("reason", "original_error", "__cause__"):
             pending.append(getattr(candidate, name, None))
     return None
