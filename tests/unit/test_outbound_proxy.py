@@ -6,7 +6,10 @@ names itself, as an egress proxy does, so the hub needs no DNS for them.
 """
 
 import base64
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +25,7 @@ from tests.support.proxy import ConnectProxy
 from tests.support.subscriber import Subscriber, Verification
 
 JSON = {"Content-Type": "application/json"}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -401,3 +405,21 @@ def test_a_malformed_hub_outbound_proxy_stops_the_process_naming_the_setting_and
         netguard.proxy_setting(text)
     assert str(refused.value).startswith("HUB_OUTBOUND_PROXY ")
     assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"HUB_OUTBOUND_PROXY": "socks5://hub:hunter2@proxy.internal:1080"}, "HUB_OUTBOUND_PROXY must be an http://"),
+        ({"HUB_CLIENT_CERT": "/nonexistent/hub.pem"}, "HUB_CLIENT_CERT: no such file: /nonexistent/hub.pem"),
+        ({"HUB_CLIENT_KEY": "/nonexistent/hub.key"}, "HUB_CLIENT_KEY is set but HUB_CLIENT_CERT is not"),
+        ({"HUB_CA_BUNDLE": "/nonexistent/ca.pem"}, "HUB_CA_BUNDLE: no such file: /nonexistent/ca.pem"),
+    ],
+)
+def test_a_process_with_a_bad_outbound_setting_stops_at_start_naming_it(variables: dict, message: str) -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "websubhub.settings", **variables}
+    code = "import django; django.setup()"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"ImproperlyConfigured: {message}" in done.stderr
+    assert "hunter2" not in done.stderr
