@@ -23,6 +23,14 @@ check could drift and a URL could pass one and mean another at the other. The
 sections below (addresses, ports, URLs, URL allow lists, connect time) each read
 alone, and the module touches no database and no other hub module but the
 settings accessor.
+
+With `HUB_OUTBOUND_PROXY` set, every connection is a CONNECT tunnel through
+that proxy, which resolves the destination's name itself: the hub cannot vouch
+for the addresses the proxy picks, so the guard judges what it can still see
+(the scheme, the port, a literal address, a localhost name) at acceptance and
+again before each CONNECT, and leaves DNS answers to the proxy (an egress proxy
+such as Smokescreen refuses private addresses itself). The proxy's own address
+is the operator's choice and is never refused.
 """
 
 from __future__ import annotations
@@ -32,10 +40,10 @@ import logging
 import re
 import socket
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import requests
@@ -44,7 +52,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, LocationParseError, NameResolutionError, NewConnectionError
-from urllib3.util import Timeout, parse_url
+from urllib3.util import Timeout, Url, make_headers, parse_url
 from urllib3.util.connection import allowed_gai_family
 
 from websubhub.hub_settings import hub_settings
@@ -256,17 +264,87 @@ def allowed_ports() -> PortSet:
     return hub_settings.HUB_ALLOWED_PORTS
 
 
+# --- The outbound proxy -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """HUB_OUTBOUND_PROXY as read: the CONNECT proxy every outbound connection is tunnelled through."""
+
+    # scheme, host and port only: the credentials travel in `headers`, never in a message.
+    url: Url
+    # Proxy-Authorization (Basic) when the setting's URL has user information; sent with each CONNECT only.
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        return str(self.url)
+
+    @property
+    def header_map(self) -> Mapping[str, str]:
+        return dict(self.headers)
+
+
+def parse_proxy(text: str) -> Proxy | None:
+    """A Proxy from `http[s]://[user:password@]host[:port]` (None for an empty text); ValueError saying what is wrong.
+
+    The messages never repeat the password.
+    """
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        parsed = parse_url(text)
+    except LocationParseError:
+        raise ValueError("is not a valid URL") from None
+    shown = parsed._replace(auth=None)
+    scheme = (parsed.scheme or "").lower()
+    if scheme not in ALLOWED_SCHEMES:
+        raise ValueError(f"must be an http:// or https:// URL of a CONNECT proxy, not {shown}")
+    host = (parsed.host or "").lower()
+    if not host:
+        raise ValueError(f"has no host: {shown}")
+    if parsed.path not in (None, "", "/") or parsed.query is not None or parsed.fragment is not None:
+        raise ValueError(f"must be scheme://[user:password@]host[:port], without a path or query: {shown}")
+    headers: tuple[tuple[str, str], ...] = ()
+    if parsed.auth is not None:
+        user, _, password = parsed.auth.partition(":")
+        basic = make_headers(proxy_basic_auth=f"{unquote(user)}:{unquote(password)}")["proxy-authorization"]
+        headers = (("Proxy-Authorization", basic),)
+    url = Url(scheme=scheme, host=host, port=parsed.port or DEFAULT_PORTS[scheme])
+    return Proxy(url=url, headers=headers)
+
+
+@lru_cache(maxsize=4)
+def proxy_setting(text: str) -> Proxy | None:
+    """HUB_OUTBOUND_PROXY's text read; ImproperlyConfigured naming the setting when malformed."""
+    try:
+        return parse_proxy(text)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"HUB_OUTBOUND_PROXY {exc}") from None
+
+
+def outbound_proxy() -> Proxy | None:
+    """HUB_OUTBOUND_PROXY, or None when the hub connects directly; ImproperlyConfigured naming it when malformed."""
+    return proxy_setting(hub_settings.HUB_OUTBOUND_PROXY)
+
+
 # --- URLs ---------------------------------------------------------------------------------
 
 
 def check_url(
-    url: str, *, allow_private: bool, allowed_ports: str | Iterable[int | str] | PortSet = DEFAULT_ALLOWED_PORTS
+    url: str,
+    *,
+    allow_private: bool,
+    allowed_ports: str | Iterable[int | str] | PortSet = DEFAULT_ALLOWED_PORTS,
+    resolve: bool = True,
 ) -> None:
     """Raise ForbiddenDestination unless url is http(s), on an allowed port, to public addresses only.
 
     Literal addresses, including the decimal, octal, hex and short IPv4 forms
     resolvers accept, are checked without DNS; a host name is resolved and every
     address must be allowed. With allow_private, only the scheme and port are checked.
+    Without resolve (requests go through HUB_OUTBOUND_PROXY, which resolves names
+    itself), a name is judged by itself only: localhost names are refused.
     """
     target = url_target(url)
     scheme, host, port = target.scheme, target.host, target.port
@@ -277,14 +355,8 @@ def check_url(
         raise ForbiddenDestination(f"port {port} is not allowed (allowed ports: {ports})")
     if allow_private:
         return
-    literal = literal_address(host)
-    if literal is not None:
-        reason = forbidden_reason(literal)
-        if reason is not None:
-            shown = "" if str(literal) == host else f" is {literal}, which"
-            raise ForbiddenDestination(f"host {host}{shown} is {reason}; the hub does not send requests there")
+    if _refuse_by_name(host) or not resolve:
         return
-    _refuse_local_name(host)
     for address in _resolve(host, port):
         reason = forbidden_reason(address)
         if reason is not None:
@@ -294,8 +366,10 @@ def check_url(
 
 
 def check_url_with_settings(url: str) -> None:
-    """check_url with HUB_ALLOW_PRIVATE_ADDRESSES and HUB_ALLOWED_PORTS."""
-    check_url(url, allow_private=allow_private_addresses(), allowed_ports=allowed_ports())
+    """check_url with HUB_ALLOW_PRIVATE_ADDRESSES and HUB_ALLOWED_PORTS; names unresolved through HUB_OUTBOUND_PROXY."""
+    check_url(
+        url, allow_private=allow_private_addresses(), allowed_ports=allowed_ports(), resolve=outbound_proxy() is None
+    )
 
 
 @dataclass(frozen=True)
@@ -449,6 +523,19 @@ def literal_address(host: str) -> IPAddress | None:
         return None
 
 
+def _refuse_by_name(host: str) -> bool:
+    """Refuse a host that names a forbidden address by itself (a literal, a localhost name); True for a literal."""
+    literal = literal_address(host)
+    if literal is not None:
+        reason = forbidden_reason(literal)
+        if reason is not None:
+            shown = "" if str(literal) == host else f" is {literal}, which"
+            raise ForbiddenDestination(f"host {host}{shown} is {reason}; the hub does not send requests there")
+        return True
+    _refuse_local_name(host)
+    return False
+
+
 def _refuse_local_name(host: str) -> None:
     name = host.rstrip(".").lower()
     if name == "localhost" or name.endswith(".localhost"):
@@ -489,6 +576,9 @@ class _GuardedConnectionMixin:
     def _new_conn(self) -> socket.socket:
         if allow_private_addresses():
             return super()._new_conn()  # type: ignore[misc]
+        tunnel_host = getattr(self, "_tunnel_host", None)
+        if tunnel_host is not None:
+            return self._new_tunnel_conn(tunnel_host, getattr(self, "_tunnel_port", None) or 0)
         conn: Any = self
         if self.port not in allowed_ports():
             raise self._refuse(f"port {self.port} is not allowed (allowed ports: {allowed_ports()})")
@@ -507,6 +597,22 @@ class _GuardedConnectionMixin:
         sock = self._connect_first(infos)
         sys.audit("http.client.connect", self, self.host, self.port)
         return sock
+
+    def _new_tunnel_conn(self, destination: str, port: int) -> socket.socket:
+        """Connect to HUB_OUTBOUND_PROXY, which will tunnel to destination:port: judge what the hub can see of it.
+
+        The proxy resolves the destination, so there are no addresses to check
+        here: a literal address, a localhost name and the port are. The proxy's
+        own address (this connection's host) is not checked: the operator chose it.
+        """
+        if port not in allowed_ports():
+            raise self._refuse(f"port {port} is not allowed (allowed ports: {allowed_ports()})")
+        host = destination.strip("[]")
+        try:
+            _refuse_by_name(host)
+        except ForbiddenDestination as exc:
+            raise self._refuse(str(exc)) from None
+        return super()._new_conn()  # type: ignore[misc]
 
     def _refuse(self, reason: str) -> _Refused:
         logger.warning("outbound connection refused by the address guard: %s", reason)
@@ -568,7 +674,8 @@ class GuardedAdapter(HTTPAdapter):
         }
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        # Through a proxy the guard would check the proxy, not the destination.
+        # A request's own `proxies=` would forward it past the guard, which would check the proxy, not the
+        # destination. HUB_OUTBOUND_PROXY does not come this way: the pools tunnel through it (subscriptions/http.py).
         if not allow_private_addresses():
             raise ForbiddenDestinationError("outbound proxies are not allowed while the address guard is on")
         return super().proxy_manager_for(proxy, **proxy_kwargs)
@@ -583,12 +690,28 @@ class GuardedAdapter(HTTPAdapter):
             raise ForbiddenDestinationError(refused.reason, request=request) from None
 
 
+_E = TypeVar("_E", bound=BaseException)
+
+
 def _refusal_in(exc: requests.exceptions.ConnectionError) -> _Refused | None:
-    """The guard's refusal behind a requests error (requests wraps urllib3's MaxRetryError), if it is one."""
-    for candidate in (exc, *exc.args):
-        if isinstance(candidate, _Refused):
+    """The guard's refusal behind a requests error, if it is one."""
+    return cause_of(exc, _Refused)
+
+
+def cause_of(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first error of `kind` in the chain behind exc (requests wraps urllib3's MaxRetryError,
+    ProxyError and ProtocolError, which wrap the connection's own error)."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        candidate = pending.pop(0)
+        if not isinstance(candidate, BaseException) or id(candidate) in seen:
+            continue
+        seen.add(id(candidate))
+        if isinstance(candidate, kind):
             return candidate
-        reason = getattr(candidate, "reason", None)
-        if isinstance(reason, _Refused):
-            return reason
+        pending.extend(candidate.args)
+        # Not __context__: an error merely being handled nearby is no cause.
+        for name in ("reason", "original_error", "__cause__"):
+            pending.append(getattr(candidate, name, None))
     return None

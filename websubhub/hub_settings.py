@@ -175,6 +175,15 @@ def celery_rate(value: object) -> str | None:
     return value
 
 
+def outbound_proxy(value: object) -> str:
+    """A CONNECT proxy URL as subscriptions/netguard.py reads it, `http[s]://[user:password@]host[:port]`, or empty."""
+    from subscriptions import netguard
+
+    value = text(value)
+    netguard.parse_proxy(value)  # ValueError saying what is wrong, never repeating a password
+    return value
+
+
 def signature_algorithm(value: object) -> str:
     from subscriptions import delivery
 
@@ -234,12 +243,15 @@ class Setting(Generic[T]):
         *,
         check: Callable[[T], bool] | None = None,
         must: str = "",
+        secret: bool = False,
     ) -> None:
         self.kind = kind
         self.default = default
         self.doc = doc
         self.check = check
         self.must = must
+        # A refusal never repeats a secret value (a password in a URL, a token).
+        self.secret = secret
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -262,10 +274,13 @@ class Setting(Generic[T]):
             if reason.startswith(self.name):
                 reason = reason[len(self.name) :].strip()
             shown = f" {reason}" if reason.startswith("must") else f": {reason}"
-            raise InvalidSetting(f"{self.name}{shown} (got {value!r})") from None
+            raise InvalidSetting(f"{self.name}{shown}{self._got(value)}") from None
         if self.check is not None and not self.check(parsed):
-            raise InvalidSetting(f"{self.name} must {self.must} (got {value!r})")
+            raise InvalidSetting(f"{self.name} must {self.must}{self._got(value)}")
         return parsed
+
+    def _got(self, value: object) -> str:
+        return "" if self.secret else f" (got {value!r})"
 
     def default_value(self, values: Mapping[str, Any], environ: Lookup) -> T:
         if callable(self.default):
@@ -315,6 +330,19 @@ class HubSettings:
         check=_positive,
         must="be > 0",
     )
+
+    # Outbound route and identity (README, "Outbound proxy and client certificates"). An http:// or
+    # https:// CONNECT proxy (an egress proxy such as Smokescreen) every verification, delivery and
+    # topic fetch is tunnelled through; the proxy resolves names, so the address guard judges only
+    # what the hub sees (literal addresses, localhost names, ports). PEM files of the certificate
+    # presented on every outbound TLS connection (the key may follow the certificate in its file),
+    # and of the CA certificates trusted instead of requests' (certifi's). Files checked at start.
+    HUB_OUTBOUND_PROXY = Setting(
+        outbound_proxy, "", "CONNECT proxy every outbound request is tunnelled through", secret=True
+    )
+    HUB_CLIENT_CERT = Setting(text, "", "PEM certificate presented on outbound TLS connections")
+    HUB_CLIENT_KEY = Setting(text, "", "PEM private key of HUB_CLIENT_CERT (empty: in the certificate's file)")
+    HUB_CA_BUNDLE = Setting(text, "", "PEM CA certificates trusted for outbound TLS (empty: requests' own)")
 
     # --- Security and limits
     # Outbound requests may only reach public addresses on these ports, checked when a URL is given
@@ -438,7 +466,7 @@ class HubSettings:
     # and exports it as PROMETHEUS_MULTIPROC_DIR (https://prometheus.github.io/client_python/multiprocess/).
     HUB_METRICS_DIR = Setting(path, _metrics_dir, "directory of the Prometheus multiprocess files")
     # When set, GET /metrics (and manage.py hub_metrics_server) need `Authorization: Bearer <token>`.
-    HUB_METRICS_TOKEN = Setting(text, "", "bearer token of /metrics")
+    HUB_METRICS_TOKEN = Setting(text, "", "bearer token of /metrics", secret=True)
     # One line per record: plain text, or one JSON object per line (websubhub/logformat.py).
     HUB_LOG_FORMAT = Setting(line_format, "plain", "plain or json log lines")
 
@@ -535,6 +563,11 @@ def _check_together(values: Mapping[str, Any], environ: Lookup) -> None:
             f"HUB_ATTEMPT_RETENTION_DAYS ({attempt_days}) must not exceed HUB_RETENTION_DAYS "
             f"({days}): attempts go with their deliveries after that anyway"
         )
+    from subscriptions import http
+
+    # ImproperlyConfigured naming the setting when a file is missing, unreadable, encrypted or mismatched.
+    http.client_certificate_setting(values["HUB_CLIENT_CERT"], values["HUB_CLIENT_KEY"])
+    http.ca_bundle_setting(values["HUB_CA_BUNDLE"])
     prometheus = environ("PROMETHEUS_MULTIPROC_DIR")
     if prometheus and Path(prometheus) != values["HUB_METRICS_DIR"]:
         raise InvalidSetting("HUB_METRICS_DIR and PROMETHEUS_MULTIPROC_DIR name different directories: set one")

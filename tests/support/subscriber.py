@@ -2,9 +2,12 @@
 
 It answers verification GETs (echoing hub.challenge unless told otherwise),
 serves topic content on other GETs, and records every request it receives.
+With `tls`, it speaks HTTPS (and records the handshakes it refused).
 """
 
 import contextlib
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -49,8 +52,41 @@ class Verification:
     location: str | None = None
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
+    tls_failures: list[str]
+
+    def finish_request(self, request: socket.socket, client_address: object) -> None:
+        # The handshake in the connection's own thread: a slow or refused one holds up no other.
+        if self.tls is not None:
+            request = self.tls.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                self.tls_failures.append(getattr(exc, "reason", None) or type(exc).__name__)
+                _drain(request)
+                return
+        super().finish_request(request, client_address)
+
+
+def _drain(sock: socket.socket) -> None:
+    """Read what the client sent until it closes, so that closing sends it no reset.
+
+    Under TLS 1.3 a client sends its request before learning that the server
+    refused its certificate: closed with that request unread, the socket would
+    send a reset, which can overtake the alert that says why.
+    """
+    with contextlib.suppress(OSError):
+        sock.settimeout(5)
+        # The plain socket's recv: the TLS layer has nothing more to give after a failed handshake.
+        while socket.socket.recv(sock, 65_536):
+            pass
+
+
 class Subscriber:
-    def __init__(self) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
+        """With `tls` (a server context), an HTTPS subscriber; its URLs are https://."""
         self.received: list[Received] = []
         self.lock = threading.Lock()
         self.verification: dict[str, Verification] = {}
@@ -60,15 +96,21 @@ class Subscriber:
         # Answers chosen per POST by its content (a status or an Answer), for paths without planned answers.
         self.post_rule: dict[str, Callable[[Received], int | Answer]] = {}
         self.content: dict[str, tuple[bytes, str]] = {}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), self._handler())
+        self.server.tls = tls
+        # OpenSSL's reason for each handshake the server refused (PEER_DID_NOT_RETURN_A_CERTIFICATE...).
+        self.server.tls_failures = self.tls_failures = []
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
     def base_url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.server.tls else 'http'}://{host}:{port}"
 
     def url(self, path: str) -> str:
         return self.base_url + path

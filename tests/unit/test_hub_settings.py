@@ -189,3 +189,12 @@ def test_a_setting_missing_from_djangos_settings_reads_as_its_default(settings) 
 
     assert hub_settings.HUB_SWEEP_MAX_QUEUE == 1_000
     assert hub_settings.HUB_MAX_REQUEST_BYTES == 2 * 100 + 65_536
+
+
+def test_a_refused_secret_setting_is_named_but_its_value_is_never_repeated() -> None:
+    # when
+    with pytest.raises(InvalidSetting) as refused:
+        read_environment({"HUB_OUTBOUND_PROXY": "socks5://hub:hunter2@proxy:1080"}.get)
+    # then
+    assert str(refused.value).startswith("HUB_OUTBOUND_PROXY")
+    assert "hunter2" not in str(refused.value)
