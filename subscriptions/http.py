@@ -179,9 +179,7 @@ def ca_bundle_setting(path: str) -> str:
 
 def client_certificate() -> str | tuple[str, str] | None:
     """What the hub presents on every outbound TLS connection (HUB_CLIENT_CERT, HUB_CLIENT_KEY), or None."""
-    return client_certificate_setting(
-        hub_settings.HUB_CLIENT_CERT, hub_settings.HUB_CLIENT_KEY
-    )
+    return client_certificate_setting(hub_settings.HUB_CLIENT_CERT, hub_settings.HUB_CLIENT_KEY)
 
 
 def ca_bundle() -> str:
