@@ -5,7 +5,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import requests
 from django.db import connections, transaction
@@ -145,18 +145,12 @@ def notification_spread(*, notification_id: int) -> int:
         return 0
     keys = publish_keys(notification.topic)
     enqueued = 0
-    batch: list[Delivery] = []
+    batch: list[NewDelivery] = []
     now = timezone.now()
     for match in subscriptions_matching(keys, now=now):
+        # Parked behind a pause: no message; hub.enqueue_due sends it at the probe time.
         batch.append(
-            Delivery(
-                notification_id=notification_id,
-                subscription_id=match.subscription_id,
-                callback=match.callback,
-                due_at=match.parked_until or now,
-                # Parked behind a pause: no message; hub.enqueue_due sends it at the probe time.
-                queued=match.parked_until is None,
-            )
+            NewDelivery(match.subscription_id, match.callback, match.parked_until or now, match.parked_until is None)
         )
         if len(batch) >= queueing.SPREAD_BATCH:
             enqueued += _deliveries_create_and_enqueue(notification_id, batch)
@@ -168,18 +162,19 @@ def notification_spread(*, notification_id: int) -> int:
     return enqueued
 
 
-def _deliveries_create_and_enqueue(notification_id: int, batch: list[Delivery]) -> int:
+class NewDelivery(NamedTuple):
+    """A delivery a spread creates (a plain tuple: a model instance per row cost more than its insert)."""
+
+    subscription_id: int
+    callback: str
+    due_at: datetime
+    queued: bool
+
+
+def _deliveries_create_and_enqueue(notification_id: int, batch: list[NewDelivery]) -> int:
     now = timezone.now()
     with transaction.atomic():
-        _deliveries_insert(batch, now=now)
-        ids = list(
-            Delivery.objects.filter(
-                notification_id=notification_id,
-                subscription_id__in=[d.subscription_id for d in batch],
-                status=Delivery.Status.PENDING,
-                due_at__lte=now,
-            ).values_list("id", flat=True)
-        )
+        ids = _deliveries_insert(notification_id, batch, now=now)
         transaction.on_commit(lambda: queueing.deliveries_enqueue(ids))
     parked = {d.subscription_id for d in batch if d.due_at > now}
     if parked:
@@ -192,41 +187,77 @@ def _deliveries_create_and_enqueue(notification_id: int, batch: list[Delivery]) 
     return len(ids)
 
 
-def _deliveries_insert(batch: list[Delivery], *, now: datetime) -> None:
-    """Insert the batch's deliveries, skipping any that exist (a spread run again).
+def _deliveries_insert(notification_id: int, batch: list[NewDelivery], *, now: datetime) -> list[int]:
+    """Insert the batch's deliveries, skipping any that exist (a spread run again); returns those to send now.
 
-    On PostgreSQL one statement whatever the batch's size (arrays unnested,
-    uuids made by the server); Django's bulk_create builds every row's values in
-    Python, which cost more than the rest of a 10,000-callback spread.
+    Those are the batch's pending deliveries due by `now`, new or left by an
+    earlier run. On PostgreSQL one statement whatever the batch's size (arrays
+    unnested, uuids made by the server, the ids returned); Django's bulk_create
+    builds every row's values in Python, which cost more than the rest of a
+    10,000-callback spread.
     """
     connection = connections["default"]
-    if connection.vendor != "postgresql":
-        Delivery.objects.bulk_create(batch, ignore_conflicts=True)
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _DELIVERIES_INSERT_SQL,
-            [
-                batch[0].notification_id,
-                now,
-                now,
-                [d.subscription_id for d in batch],
-                [d.callback for d in batch],
-                [d.due_at for d in batch],
-                [d.queued for d in batch],
-            ],
-        )
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _DELIVERIES_INSERT_SQL,
+                {
+                    "notification": notification_id,
+                    "now": now,
+                    "subscriptions": [d.subscription_id for d in batch],
+                    "callbacks": [d.callback for d in batch],
+                    "due": [d.due_at for d in batch],
+                    "queued": [d.queued for d in batch],
+                },
+            )
+            return [row[0] for row in cursor.fetchall()]
+    Delivery.objects.bulk_create(
+        [
+            Delivery(
+                notification_id=notification_id,
+                subscription_id=d.subscription_id,
+                callback=d.callback,
+                due_at=d.due_at,
+                queued=d.queued,
+            )
+            for d in batch
+        ],
+        ignore_conflicts=True,
+    )
+    return list(
+        Delivery.objects.filter(
+            notification_id=notification_id,
+            subscription_id__in=[d.subscription_id for d in batch],
+            status=Delivery.Status.PENDING,
+            due_at__lte=now,
+        ).values_list("id", flat=True)
+    )
 
 
-# The columns a new delivery starts with (the model's defaults), for _deliveries_insert.
+# The columns a new delivery starts with (the model's defaults), for _deliveries_insert. The
+# statements of a WITH run on one snapshot: `earlier` sees only rows an earlier run left, never
+# the ones `created` inserts, so no delivery is returned twice.
 _DELIVERIES_INSERT_SQL = f"""
-INSERT INTO {Delivery._meta.db_table}
-    (uuid, notification_id, subscription_id, callback, due_at, queued,
-     status, attempts, last_error, created_at, updated_at)
-SELECT gen_random_uuid(), %s, t.subscription_id, t.callback, t.due_at, t.queued,
-       '{Delivery.Status.PENDING.value}', 0, '', %s::timestamptz, %s::timestamptz
-FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::boolean[]) AS t(subscription_id, callback, due_at, queued)
-ON CONFLICT DO NOTHING
+WITH batch AS (
+    SELECT * FROM unnest(%(subscriptions)s::bigint[], %(callbacks)s::text[], %(due)s::timestamptz[],
+                         %(queued)s::boolean[]) AS t(subscription_id, callback, due_at, queued)
+), created AS (
+    INSERT INTO {Delivery._meta.db_table}
+        (uuid, notification_id, subscription_id, callback, due_at, queued,
+         status, attempts, last_error, created_at, updated_at)
+    SELECT gen_random_uuid(), %(notification)s, b.subscription_id, b.callback, b.due_at, b.queued,
+           '{Delivery.Status.PENDING.value}', 0, '', %(now)s::timestamptz, %(now)s::timestamptz
+    FROM batch b
+    ON CONFLICT DO NOTHING
+    RETURNING id, due_at
+), earlier AS (
+    SELECT d.id FROM {Delivery._meta.db_table} d JOIN batch b ON d.subscription_id = b.subscription_id
+    WHERE d.notification_id = %(notification)s AND d.status = '{Delivery.Status.PENDING.value}'
+      AND d.due_at <= %(now)s::timestamptz
+)
+SELECT id FROM created WHERE due_at <= %(now)s::timestamptz
+UNION ALL
+SELECT id FROM earlier
 """  # noqa: S608 - the table name and a status constant come from the model
 
 
