@@ -18,6 +18,39 @@ from tests.support.auth import api_client
 from tests.support.processes import WorkerProcess, _database_url
 from tests.support.subscriber import Subscriber
 
+# Times a test database flush is tried when PostgreSQL ends it as a deadlock victim.
+FLUSH_TRIES = 5
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_survives_a_deadlock_with_the_worker() -> Iterator[None]:
+    """A transactional test's flush (one TRUNCATE of every table) is tried again when it was a deadlock's victim.
+
+    The session's worker keeps running while a test ends: a delivery still in
+    flight or a beat task reads two tables in one statement (the delivery with
+    its subscription), while TRUNCATE locks them one by one in another order.
+    PostgreSQL then aborts one of the two; when it picks the flush, nothing was
+    changed, and the worker's statement finishes at once: the flush runs again.
+    """
+    from django.core.management.base import CommandError
+    from django.test import TransactionTestCase
+
+    original = TransactionTestCase._fixture_teardown
+
+    def teardown(self: TransactionTestCase) -> None:
+        for attempt in range(1, FLUSH_TRIES + 1):
+            try:
+                return original(self)
+            except CommandError as exc:
+                # flush names the database; the cause is the driver's error.
+                if "deadlock detected" not in str(exc.__cause__) or attempt == FLUSH_TRIES:
+                    raise
+        return None
+
+    TransactionTestCase._fixture_teardown = teardown
+    yield
+    TransactionTestCase._fixture_teardown = original
+
 
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker) -> Iterator[WorkerProcess]:
