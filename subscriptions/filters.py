@@ -1,5 +1,5 @@
 """What the read edges accept as filters: small serializers that turn query parameters and command options into
-a selector's keyword arguments (subscriptions/selectors.py), each refusal saying what was wrong."""
+a selector's keyword arguments (subscriptions/selectors/lists.py), each refusal saying what was wrong."""
 
 from typing import Any
 

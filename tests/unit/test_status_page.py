@@ -238,7 +238,7 @@ def test_the_page_makes_the_same_few_queries_however_many_deliveries(client, fai
 
 
 def test_waiting_count_stops_at_its_cap(client, failing, monkeypatch) -> None:
-    monkeypatch.setattr(selectors, "STATUS_WAITING_CAP", 1)
+    monkeypatch.setattr(selectors.status, "STATUS_WAITING_CAP", 1)
 
     body = _status(client).json()
 
