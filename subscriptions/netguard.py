@@ -14,15 +14,15 @@ Two layers, both needed:
 Both are switched off by `HUB_ALLOW_PRIVATE_ADDRESSES` (development and tests
 only), which restores plain requests behaviour.
 
-Why one module of about 600 lines: it holds one rule, "where may the hub send a
+Why one module of about 700 lines: it holds one rule, "where may the hub send a
 request", and its parts must read a destination identically. The address tables,
 the port set, the one reading of a URL (`url_target`, also used for throttle keys,
 log hosts and the publish allow list) and the connect-time check are the same
 decision made at two moments; split apart, the acceptance check and the socket
 check could drift and a URL could pass one and mean another at the other. The
-sections below (addresses, ports, URLs, URL allow lists, connect time) each read
-alone, and the module touches no database and no other hub module but the
-settings accessor.
+sections below (addresses, ports, the outbound proxy, URLs, URL allow lists,
+connect time) each read alone, and the module touches no database and no other
+hub module but the settings accessor.
 
 With `HUB_OUTBOUND_PROXY` set, every connection is a CONNECT tunnel through
 that proxy, which resolves the destination's name itself: the hub cannot vouch

@@ -563,11 +563,11 @@ def _check_together(values: Mapping[str, Any], environ: Lookup) -> None:
             f"HUB_ATTEMPT_RETENTION_DAYS ({attempt_days}) must not exceed HUB_RETENTION_DAYS "
             f"({days}): attempts go with their deliveries after that anyway"
         )
-    from subscriptions import http
+    from subscriptions import outbound_tls
 
     # ImproperlyConfigured naming the setting when a file is missing, unreadable, encrypted or mismatched.
-    http.client_certificate_setting(values["HUB_CLIENT_CERT"], values["HUB_CLIENT_KEY"])
-    http.ca_bundle_setting(values["HUB_CA_BUNDLE"])
+    outbound_tls.client_certificate_setting(values["HUB_CLIENT_CERT"], values["HUB_CLIENT_KEY"])
+    outbound_tls.ca_bundle_setting(values["HUB_CA_BUNDLE"])
     prometheus = environ("PROMETHEUS_MULTIPROC_DIR")
     if prometheus and Path(prometheus) != values["HUB_METRICS_DIR"]:
         raise InvalidSetting("HUB_METRICS_DIR and PROMETHEUS_MULTIPROC_DIR name different directories: set one")

@@ -27,14 +27,8 @@ class Payload(NamedTuple):
 # a fan-out to thousands of callbacks reads the content from the database once
 # per process instead of once per delivery.
 PAYLOAD_CACHE_BYTES = 64 * 1024 * 1024
-
-
 _payloads: OrderedDict[int, Payload] = OrderedDict()
-
-
 _payload_bytes = 0
-
-
 _payload_lock = threading.Lock()
 
 
@@ -88,8 +82,6 @@ class DeliveryWork(NamedTuple):
 
 
 _WORK_DELIVERY_FIELDS = ("id", "status", "attempts", "callback", "notification", "uuid", "subscription")
-
-
 _WORK_SUBSCRIPTION_FIELDS = (
     "expires_at",
     "state",
@@ -101,8 +93,6 @@ _WORK_SUBSCRIPTION_FIELDS = (
     "previous_secret",
     "previous_secret_expires_at",
 )
-
-
 _work_sql_cache: dict[str, str] = {}
 
 

@@ -103,8 +103,6 @@ def deliveries_failed(
 # A failed delivery whose last answer was a 4xx other than 408 (timeout) and 429 (slow down):
 # the subscriber refused that message, and will most likely refuse it again.
 LIKELY_REFUSED = (Q(last_status_code__gte=400) & Q(last_status_code__lt=500)) & ~Q(last_status_code__in=[408, 429])
-
-
 # Paused subscriptions a replay names (the rest are counted).
 REPLAY_PAUSED_SHOWN = 20
 

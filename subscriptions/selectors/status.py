@@ -11,8 +11,6 @@ from subscriptions.models import Delivery, DeliveryAttempt, Subscription
 # A subscription's newest deliveries searched for its last failed attempt, and the most
 # waiting deliveries counted exactly: the status page stays bounded at any table size.
 STATUS_FAILURE_SCAN = 500
-
-
 STATUS_WAITING_CAP = 10_000
 
 

@@ -91,7 +91,13 @@ ORM = ("django.db", "subscriptions.models", "subscriptions.selectors", "subscrip
     [
         (PURE, ("django", *ORM), (), "the pure modules import no Django, no models, no reads, no writes"),
         (
-            ("subscriptions.rules", "subscriptions.netguard", "subscriptions.http"),
+            (
+                "subscriptions.rules",
+                "subscriptions.netguard",
+                "subscriptions.http",
+                "subscriptions.http_transport",
+                "subscriptions.outbound_tls",
+            ),
             ("django.db", "subscriptions.selectors", "subscriptions.services"),
             (),
             "input rules and outbound HTTP touch no database (rules may use the models' length constants)",

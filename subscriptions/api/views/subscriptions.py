@@ -1,4 +1,6 @@
-"""The JSON API: publish, inspect notifications, manage subscriptions."""
+"""The API's subscriptions: list, subscribe, read, change, unsubscribe, and the operator's actions on one
+(retry its failed deliveries, replay a window, rotate its secret, pause, resume); the subscribe request's outcome.
+"""
 
 import math
 
@@ -6,7 +8,6 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
-    OpenApiResponse,
     extend_schema,
     extend_schema_view,
 )
@@ -19,18 +20,11 @@ from rest_framework.views import APIView
 from subscriptions import rules, selectors, services, throttles
 from subscriptions.api import serializers
 from subscriptions.api.errors import hub_error_response, refusal
-from subscriptions.api.permissions import CanManage, CanPublish, CanPublishOrManage
-from subscriptions.filters import DeliveryFilterSerializer, ReplayWindowSerializer
-from subscriptions.models import Delivery, Notification, Subscription, SubscriptionRequest
-from subscriptions.throttles import PublishThrottle
+from subscriptions.api.permissions import CanManage
+from subscriptions.api.views.common import errors
+from subscriptions.filters import ReplayWindowSerializer
+from subscriptions.models import Subscription, SubscriptionRequest
 from subscriptions.topics import InvalidTopic, subscription_key
-
-E = serializers.ErrorSerializer
-AUTH_ERRORS = {401: E, 403: E}
-
-
-def errors(*codes: int) -> dict[int, type]:
-    return {**AUTH_ERRORS, **dict.fromkeys(codes, E)}
 
 
 def _throttled(wait: float) -> Response:
@@ -41,88 +35,6 @@ def _throttled(wait: float) -> Response:
     )
     response["Retry-After"] = str(seconds)
     return response
-
-
-@extend_schema(
-    methods=["POST"],
-    tags=["notifications"],
-    summary="Publish a JSON message on a topic",
-    description=(
-        "With an `Idempotency-Key` header (up to 255 printable ASCII characters, per client), a repeat of the "
-        "same topic and content within 24 hours is answered with the first answer (the same id, 202, and "
-        "`Idempotent-Replayed: true`) and publishes nothing; the same key with another topic or content gets 422. "
-        "`hub.events` and the topics under it (any case) are the hub's own operational events: publishing there "
-        "gets 403, whatever the token."
-    ),
-    request=serializers.NotificationCreateSerializer,
-    parameters=[
-        OpenApiParameter(
-            "Idempotency-Key",
-            # Printable ASCII, visible at both ends, up to 255; the hub also reads the quoted form ("…").
-            {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!#-~](?:[ -~]{0,253}[!-~])?$"},
-            OpenApiParameter.HEADER,
-            description="a unique value per message (a UUID), as a bare token or a quoted string",
-        ),
-        OpenApiParameter(
-            "Idempotent-Replayed",
-            str,
-            OpenApiParameter.HEADER,
-            response=[202],
-            enum=["true"],
-            description="present when this is the answer of an earlier request with the same Idempotency-Key",
-        ),
-    ],
-    responses={
-        202: serializers.AcceptedIdSerializer,
-        **errors(400, 409, 413, 415, 422, 429),
-        403: OpenApiResponse(
-            E,
-            description="the token lacks the publish permission, or the topic is hub.events or under it "
-            "(reserved for the hub's own operational events)",
-        ),
-    },
-    examples=[
-        OpenApiExample(
-            "trade document", value={"topic": "UN.CEFACT.TRADE.CO", "content": {"document": "CO-1"}}, request_only=True
-        )
-    ],
-)
-class NotificationCreate(APIView):
-    permission_classes = [CanPublish]
-    throttle_classes = [PublishThrottle]
-
-    def post(self, request: Request) -> Response:
-        serializer = serializers.NotificationCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        key = request.headers.get("Idempotency-Key")
-        try:
-            if key is None:
-                notification = services.notification_publish_json(**serializer.validated_data)
-                return Response({"id": notification.pk}, status=status.HTTP_202_ACCEPTED)
-            outcome = services.notification_publish_idempotent(
-                client_id=request.user.pk, key=key, **serializer.validated_data
-            )
-        except services.HubError as exc:
-            return hub_error_response(exc)
-        response = Response({"id": outcome.notification_id}, status=status.HTTP_202_ACCEPTED)
-        if outcome.replayed:
-            response["Idempotent-Replayed"] = "true"
-        return response
-
-
-@extend_schema(
-    tags=["notifications"],
-    summary="A notification and its delivery counts by status",
-    responses={200: serializers.NotificationSerializer, **errors(404)},
-)
-class NotificationDetail(APIView):
-    permission_classes = [CanPublishOrManage]
-
-    def get(self, request: Request, pk: int) -> Response:
-        notification = get_object_or_404(Notification.objects.defer("content"), pk=pk)
-        counts = selectors.delivery_counts(notification_id=notification.pk)
-        data = serializers.NotificationSerializer(notification, context={"delivery_counts": counts}).data
-        return Response(data)
 
 
 @extend_schema_view(
@@ -354,59 +266,6 @@ class SubscriptionResume(APIView):
         released = services.subscription_resume(subscription=subscription)
         subscription.refresh_from_db()
         return Response({**serializers.SubscriptionSerializer(subscription).data, "released": released})
-
-
-@extend_schema_view(
-    get=extend_schema(
-        tags=["deliveries"],
-        summary="List deliveries with their attempt log",
-        parameters=[
-            OpenApiParameter("subscription", int),
-            OpenApiParameter("notification", int),
-            OpenApiParameter("status", str, enum=Delivery.Status.values),
-        ],
-        responses={200: serializers.DeliverySerializer(many=True), **errors(400)},
-    )
-)
-class DeliveryList(generics.ListAPIView):
-    """Deliveries with their attempt log; filters: subscription, notification, status."""
-
-    permission_classes = [CanManage]
-
-    serializer_class = serializers.DeliverySerializer
-
-    def get_queryset(self):
-        filters = DeliveryFilterSerializer(data=self.request.query_params).selector_kwargs()
-        return selectors.deliveries_list(**filters).prefetch_related("attempt_log").order_by("-id")
-
-
-@extend_schema_view(
-    get=extend_schema(tags=["deliveries"], responses={200: serializers.DeliverySerializer, **errors(404)})
-)
-class DeliveryDetail(generics.RetrieveAPIView):
-    permission_classes = [CanManage]
-
-    serializer_class = serializers.DeliverySerializer
-    queryset = Delivery.objects.prefetch_related("attempt_log")
-
-
-@extend_schema(
-    tags=["deliveries"],
-    summary="Send one failed delivery again with a fresh retry budget",
-    request=None,
-    responses={202: serializers.RetriedSerializer, **errors(404, 409)},
-)
-class DeliveryRetry(APIView):
-    permission_classes = [CanManage]
-
-    def post(self, request: Request, pk: int) -> Response:
-        delivery = get_object_or_404(Delivery, pk=pk)
-        if delivery.status != Delivery.Status.FAILED:
-            return refusal(
-                f"only a failed delivery can be retried; this one is {delivery.status}", status.HTTP_409_CONFLICT
-            )
-        count = services.deliveries_replay(selectors.deliveries_failed(delivery_id=pk))
-        return Response({"retried": count}, status=status.HTTP_202_ACCEPTED)
 
 
 @extend_schema_view(
