@@ -31,7 +31,7 @@ import sys
 import time
 import uuid
 from dataclasses import fields
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +78,20 @@ def cmd_reset(_args: argparse.Namespace) -> None:
     out({"reset": tables})
 
 
+def _verified_subscription(*, topic: str, key: str, callback: str, now: datetime) -> Subscription:
+    """An unsaved verified, active subscription with a month's lease, signed with the bench's secret."""
+    return Subscription(
+        topic=topic,
+        topic_key=key,
+        callback=callback,
+        secret="bench-secret",  # noqa: S106 - signs bench deliveries, like a subscriber's secret
+        lease_seconds=LEASE_SECONDS,
+        expires_at=now + timedelta(seconds=LEASE_SECONDS),
+        verified_at=now,
+        state=Subscription.State.ACTIVE,
+    )
+
+
 def cmd_seed(args: argparse.Namespace) -> None:
     now = timezone.now()
     key = subscription_key(args.topic)
@@ -86,18 +100,7 @@ def cmd_seed(args: argparse.Namespace) -> None:
     for i in range(args.count):
         hang = args.hang_every and i % args.hang_every == 0
         path = f"{args.hang_prefix}{i}" if hang else f"/cb/{i}"
-        rows.append(
-            Subscription(
-                topic=args.topic,
-                topic_key=key,
-                callback=f"{args.base}{path}",
-                secret="bench-secret",  # noqa: S106 - signs bench deliveries, like a subscriber's secret
-                lease_seconds=LEASE_SECONDS,
-                expires_at=now + timedelta(seconds=LEASE_SECONDS),
-                verified_at=now,
-                state=Subscription.State.ACTIVE,
-            )
-        )
+        rows.append(_verified_subscription(topic=args.topic, key=key, callback=f"{args.base}{path}", now=now))
     with transaction.atomic():
         Subscription.objects.bulk_create(rows, batch_size=SEED_BATCH)
     out({"seeded": args.count, "seconds": time.perf_counter() - started})
@@ -312,16 +315,7 @@ def cmd_waiting_seed(args: argparse.Namespace) -> None:
     topic = "BENCH.WAITING.topic"
     key = subscription_key(topic)
     subscriptions = [
-        Subscription(
-            topic=topic,
-            topic_key=key,
-            callback=f"{args.base}/wait/{i}",
-            secret="bench-secret",  # noqa: S106 - signs bench deliveries, like a subscriber's secret
-            lease_seconds=LEASE_SECONDS,
-            expires_at=now + timedelta(seconds=LEASE_SECONDS),
-            verified_at=now,
-            state=Subscription.State.ACTIVE,
-        )
+        _verified_subscription(topic=topic, key=key, callback=f"{args.base}/wait/{i}", now=now)
         for i in range(args.subscriptions)
     ]
     per_subscription = -(-args.count // args.subscriptions)
@@ -429,16 +423,7 @@ def cmd_purge_seed(args: argparse.Namespace) -> None:
     now = timezone.now()
     key = subscription_key(PURGE_TOPIC)
     subscriptions = [
-        Subscription(
-            topic=PURGE_TOPIC,
-            topic_key=key,
-            callback=f"{args.base}/old/{i}",
-            secret="bench-secret",  # noqa: S106 - signs bench deliveries, like a subscriber's secret
-            lease_seconds=LEASE_SECONDS,
-            expires_at=now + timedelta(seconds=LEASE_SECONDS),
-            verified_at=now,
-            state=Subscription.State.ACTIVE,
-        )
+        _verified_subscription(topic=PURGE_TOPIC, key=key, callback=f"{args.base}/old/{i}", now=now)
         for i in range(args.fanout)
     ]
     notifications = -(-args.count // args.fanout)

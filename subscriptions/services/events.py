@@ -104,6 +104,29 @@ def event_publish(*, name: EventName, topic_key: str, body: dict[str, Any]) -> N
         return None
 
 
+def _subscription_event_publish(
+    *,
+    name: EventName,
+    subscription: Mapping[str, Any],
+    now: datetime,
+    reason: str,
+    counts: Mapping[str, int],
+    times: Mapping[str, datetime | None],
+) -> Notification | None:
+    """An event about one subscription, told from its row (id, topic, topic_key, callback), published."""
+    body = event_body(
+        name=name,
+        occurred_at=now,
+        subscription_id=subscription["id"],
+        topic=subscription["topic"],
+        callback=subscription["callback"],
+        reason=reason,
+        counts=counts,
+        times=times,
+    )
+    return event_publish(name=name, topic_key=subscription["topic_key"], body=body)
+
+
 # --- One function per event: what it says, read from the rows it is about -------------------------------
 
 # The subscription's columns an event reads; never the secret.
@@ -125,12 +148,10 @@ def subscription_paused(*, subscription_id: int, now: datetime) -> Notification 
     row = Subscription.objects.filter(pk=subscription_id).values(*_SUBSCRIPTION_FIELDS).first()
     if row is None:
         return None
-    body = event_body(
+    return _subscription_event_publish(
         name=EventName.SUBSCRIPTION_PAUSED,
-        occurred_at=now,
-        subscription_id=row["id"],
-        topic=row["topic"],
-        callback=row["callback"],
+        subscription=row,
+        now=now,
         reason=row["pause_reason"],
         counts={"consecutive_failures": row["consecutive_failures"]},
         # probe_after: when one delivery will try the callback again; null when an operator paused it.
@@ -140,7 +161,6 @@ def subscription_paused(*, subscription_id: int, now: datetime) -> Notification 
             "last_failure_at": row["last_failure_at"],
         },
     )
-    return event_publish(name=EventName.SUBSCRIPTION_PAUSED, topic_key=row["topic_key"], body=body)
 
 
 def subscription_resumed(*, subscription_id: int, reason: str, now: datetime) -> Notification | None:
@@ -149,17 +169,14 @@ def subscription_resumed(*, subscription_id: int, reason: str, now: datetime) ->
     if row is None:
         return None
     paused_at = row["paused_at"]
-    body = event_body(
+    return _subscription_event_publish(
         name=EventName.SUBSCRIPTION_RESUMED,
-        occurred_at=now,
-        subscription_id=row["id"],
-        topic=row["topic"],
-        callback=row["callback"],
+        subscription=row,
+        now=now,
         reason=reason,
         counts={"paused_seconds": int((now - paused_at).total_seconds()) if paused_at else 0},
         times={"paused_at": paused_at, "resumed_at": now},
     )
-    return event_publish(name=EventName.SUBSCRIPTION_RESUMED, topic_key=row["topic_key"], body=body)
 
 
 def subscription_expired(
@@ -170,18 +187,15 @@ def subscription_expired(
     `subscription` holds the removed row's id, topic, topic_key, callback,
     lease_seconds, verified_at and expires_at (read before the removal).
     """
-    body = event_body(
+    return _subscription_event_publish(
         name=EventName.SUBSCRIPTION_EXPIRED,
-        occurred_at=now,
-        subscription_id=subscription["id"],
-        topic=subscription["topic"],
-        callback=subscription["callback"],
+        subscription=subscription,
+        now=now,
         reason=f"the lease of {subscription['lease_seconds']} seconds ended without a renewal",
         # Pending deliveries are cancelled when next tried: they are never sent.
         counts={"lease_seconds": subscription["lease_seconds"], "deliveries_pending": deliveries_pending},
         times={"verified_at": subscription["verified_at"], "expires_at": subscription["expires_at"]},
     )
-    return event_publish(name=EventName.SUBSCRIPTION_EXPIRED, topic_key=subscription["topic_key"], body=body)
 
 
 def verification_failed(*, request: SubscriptionRequest) -> Notification | None:

@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from tests.support.loopback import LoopbackServer
+
 # Longest request head the proxy reads (a CONNECT line and a few headers).
 MAX_HEAD_BYTES = 65_536
 # Seconds a tunnel may stay idle before the proxy closes it (test servers answer at once).
@@ -31,7 +33,7 @@ class ProxyRequest:
     status: int  # what the proxy answered (200: tunnelled)
 
 
-class ConnectProxy:
+class ConnectProxy(LoopbackServer):
     def __init__(
         self,
         *,
@@ -46,13 +48,7 @@ class ConnectProxy:
         self.refuse = refuse
         self.tls = tls
         self.lock = threading.Lock()
-        self.server = _Server(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def port(self) -> int:
-        return self.server.server_address[1]
+        self._serve(_Server(("127.0.0.1", 0), self._handler()))
 
     @property
     def url(self) -> str:
@@ -67,10 +63,6 @@ class ConnectProxy:
         """Requests that were not CONNECT."""
         with self.lock:
             return [r for r in self.requests if r.method != "CONNECT"]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def _record(self, request: ProxyRequest) -> None:
         with self.lock:

@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.support.loopback import LoopbackServer
+
 
 @dataclass
 class Received:
@@ -84,7 +86,7 @@ def _drain(sock: socket.socket) -> None:
             pass
 
 
-class Subscriber:
+class Subscriber(LoopbackServer):
     def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
         """With `tls` (a server context), an HTTPS subscriber; its URLs are https://."""
         self.received: list[Received] = []
@@ -96,16 +98,11 @@ class Subscriber:
         # Answers chosen per POST by its content (a status or an Answer), for paths without planned answers.
         self.post_rule: dict[str, Callable[[Received], int | Answer]] = {}
         self.content: dict[str, tuple[bytes, str]] = {}
-        self.server = _Server(("127.0.0.1", 0), self._handler())
-        self.server.tls = tls
+        server = _Server(("127.0.0.1", 0), self._handler())
+        server.tls = tls
         # OpenSSL's reason for each handshake the server refused (PEER_DID_NOT_RETURN_A_CERTIFICATE...).
-        self.server.tls_failures = self.tls_failures = []
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def port(self) -> int:
-        return self.server.server_address[1]
+        server.tls_failures = self.tls_failures = []
+        self._serve(server)
 
     @property
     def base_url(self) -> str:
@@ -114,10 +111,6 @@ class Subscriber:
 
     def url(self, path: str) -> str:
         return self.base_url + path
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     # -- what was received ----------------------------------------------------------
 

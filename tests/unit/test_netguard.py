@@ -11,7 +11,6 @@ import socket
 import socketserver
 import ssl
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +20,7 @@ import requests
 
 from subscriptions import delivery, http, netguard, verification
 from subscriptions.netguard import ForbiddenDestination, ForbiddenDestinationError, UnresolvableDestination
+from tests.support.loopback import LoopbackServer
 
 LOOPBACK_TARGETS = {"127.0.0.1", "::ffff:127.0.0.1"}
 DEFAULT_PORTS = netguard.DEFAULT_ALLOWED_PORTS
@@ -108,7 +108,7 @@ def loopback_counts_as_public(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(netguard, "forbidden_reason", reason)
 
 
-class Server:
+class Server(LoopbackServer):
     """An HTTP(S) server on 127.0.0.1 that counts accepted connections and records requests."""
 
     def __init__(self, answer: Callable[[int], tuple[int, dict[str, str]]] | None = None, tls=None) -> None:
@@ -146,17 +146,11 @@ class Server:
                 outer.accepted += 1
                 return request
 
-        self.server = CountingServer(("127.0.0.1", 0), Handler)
+        server = CountingServer(("127.0.0.1", 0), Handler)
         if tls is not None:
             tls.sni_callback = lambda sslobj, name, context: outer.sni.append(name)
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
+        self._serve(server)
 
 
 @pytest.fixture

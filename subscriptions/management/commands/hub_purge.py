@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from subscriptions import services
+from subscriptions.management.progress import ProgressBar
 from subscriptions.services import retention
 from websubhub.hub_settings import hub_settings
 
@@ -49,17 +50,11 @@ class Command(BaseCommand):
         if dry_run:
             self.stdout.write(f"would remove {plan}")
             return
-        show = self.stderr.isatty()
-        total = plan.rows
+        bar, total = ProgressBar(self.stderr, unit="rows"), plan.rows
 
         def progress(counts: services.PurgeCounts) -> None:
-            if show:
-                width = 30
-                done = min(counts.rows, total)
-                filled = width * done // max(total, 1)
-                self.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} rows", ending="")
+            bar(min(counts.rows, total), total)
 
         counts = services.retention_purge(older_than_days=older_than, batch=batch, progress=progress)
-        if show:
-            self.stderr.write("")
+        bar.end()
         self.stdout.write(self.style.SUCCESS(f"removed {counts}"))

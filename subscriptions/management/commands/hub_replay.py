@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from subscriptions import services
 from subscriptions.filters import REPLAY_STATUSES, ReplayWindowSerializer
+from subscriptions.management.progress import ProgressBar
 from subscriptions.models import Subscription
 
 
@@ -42,20 +43,12 @@ class Command(BaseCommand):
             name, details = next(iter(serializer.errors.items()))
             raise CommandError(f"--{name} {_first_message(details)}")
         window = serializer.validated_data
-        show = self.stderr.isatty()
-
-        def progress(done: int, total: int) -> None:
-            if show:
-                width = 30
-                filled = width * done // max(total, 1)
-                self.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", ending="")
-
+        progress = ProgressBar(self.stderr)
         try:
             count = services.subscription_replay(subscription=target, progress=progress, **window)
         except services.HubError as exc:
             raise CommandError(exc.message) from None
-        if show and count:
-            self.stderr.write("")
+        progress.end()
         self.stdout.write(self.style.SUCCESS(f"{count} notifications sent again to subscription {subscription}"))
 
 

@@ -8,6 +8,7 @@ from rest_framework.exceptions import ValidationError
 
 from subscriptions import selectors, services
 from subscriptions.filters import SINCE_REFUSAL, FailedDeliveryFilterSerializer
+from subscriptions.management.progress import ProgressBar
 from subscriptions.models import Delivery
 
 
@@ -50,15 +51,7 @@ class Command(BaseCommand):
         if options["dry_run"]:
             self.stdout.write(f"{deliveries.count()} failed deliveries would be sent again")
             return
-        show = self.stderr.isatty()
-
-        def progress(done: int, total: int) -> None:
-            if show:
-                width = 30
-                filled = width * done // max(total, 1)
-                self.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", ending="")
-
+        progress = ProgressBar(self.stderr)
         count = services.deliveries_replay(deliveries, progress=progress)
-        if show and count:
-            self.stderr.write("")
+        progress.end()
         self.stdout.write(self.style.SUCCESS(f"{count} failed deliveries sent again"))
