@@ -15,6 +15,12 @@ the hub's database: a send's reservation never waits behind the database's
 writers (SQLite has one at a time), and the file is written without syncing to
 disk (`synchronous=OFF`): a machine crash may forget the current windows, which
 costs at most one window of sends over the limit, never a delivery.
+
+Why one module of about 300 lines: the rate's one parser (also read by the
+admin, the API, the throttles and hub_settings), the window's two stores and the
+in-flight cap are one rule, "may this callback be sent to now", kept behind
+two calls (`attempt_admit`, `attempt_give_back`); the Lua scripts sit beside
+the Python that calls them.
 """
 
 import enum

@@ -21,8 +21,9 @@ algorithms in subscriptions/delivery.py). Those modules read these settings, so
 they are imported when a value is parsed, not when this module is.
 
 Longer than most modules because it is the list: about fifty declarations with
-the comments that explain them; the machinery (kinds, `Setting`, the reader) is
-the first third.
+the comments that explain them (`HubSettings`, the middle of the file); the
+machinery before them (kinds, `Setting`) and the reader and the cross-checks
+after them are each short, and belong with the list they serve.
 """
 
 from __future__ import annotations

@@ -3,6 +3,13 @@
 Everything that differs between machines comes from the environment (see
 README.md, "Configuration", and .env.example). With nothing set, the hub runs on
 SQLite and Celery's filesystem transport under ./var, so it needs no service.
+
+Why one module of about 400 lines: it is the one settings module (no base/local/
+production split: production differs by environment variables only), and most of
+its length is the comments each non-obvious setting carries. The hub's own HUB_*
+settings are declared and checked in hub_settings.py; the blocks here (Django,
+security, database, DRF and OpenAPI, cache, axes, Celery, logging) each derive
+from them in the order Django reads them.
 """
 
 import secrets

@@ -6,6 +6,12 @@ what the deliver task must do next (nothing, or send the delivery again after a
 countdown). A wait longer than HUB_BROKER_MAX_COUNTDOWN is not a broker message:
 the delivery waits in the database (`queued` false, `due_at`) and
 `deliveries_enqueue_due` sends it when it comes due.
+
+Why one module of about 430 lines: it is one delivery run, read top to bottom in
+the order it happens (cancel or park, breaker, in-flight cap and rate limit, POST,
+the outcome and the next wait, the outcome's one raw statement), and it is the
+worker's hot path (bench/RESULTS.md): its parts share DeliveryWork, the Breaker
+and Resend, and a reader checking "what happens after a 503" follows one file.
 """
 
 import logging

@@ -8,7 +8,6 @@ without filling a server that other processes share).
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -22,16 +21,11 @@ import psycopg
 import pytest
 from django.db import connection
 
+from tests.support.processes import free_port
 from tests.support.subscriber import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGE = "the database is unavailable; try again later"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _call(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
@@ -74,7 +68,7 @@ def _database_url(case: str, role: str) -> str:
     if case == "too many connections":
         host, port = settings.get("HOST") or "127.0.0.1", settings.get("PORT") or 5432
         return f"postgres://{role}@{host}:{port}/{settings['NAME']}"
-    return f"postgres://postgres@127.0.0.1:{_free_port()}/websubhub"  # nothing listens there
+    return f"postgres://postgres@127.0.0.1:{free_port()}/websubhub"  # nothing listens there
 
 
 @pytest.mark.parametrize(
@@ -85,7 +79,7 @@ def test_web_answers_503_with_retry_after_when_the_database_refuses(
     tmp_path: Path, refusing_role: str, case: str, pool_size: str
 ) -> None:
     # given the web server, its database refusing every connection
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(case, refusing_role),

@@ -1,35 +1,17 @@
 """gunicorn.conf.py: each hub's web server keeps its control socket under its own var directory; access lines."""
 
 import os
-import socket
 import stat
 import subprocess
 import sys
 from pathlib import Path
-from urllib.error import HTTPError
-from urllib.request import urlopen
 
 from gunicorn.ctl.client import ControlClient
 
+from tests.support.processes import answers, free_port
 from tests.support.subscriber import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urlopen(url, timeout=2):
-            return True
-    except HTTPError:
-        return True
-    except OSError:
-        return False
 
 
 def _is_socket(path: Path) -> bool:
@@ -45,7 +27,7 @@ def test_two_hubs_on_one_machine_keep_separate_control_sockets_under_their_var_d
     hubs = []
     try:
         for name in ("one", "two"):
-            port = _free_port()
+            port = free_port()
             var_dir = tmp_path / name
             log = (tmp_path / f"{name}.log").open("wb")
             command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "websubhub.wsgi:application"]
@@ -56,7 +38,7 @@ def test_two_hubs_on_one_machine_keep_separate_control_sockets_under_their_var_d
             hubs.append((process, port, var_dir / "gunicorn.ctl", log))
         # when both serve
         for _, port, control, _ in hubs:
-            wait_until(lambda port=port: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="gunicorn")
+            wait_until(lambda port=port: answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="gunicorn")
             wait_until(lambda control=control: _is_socket(control), timeout=30, what=f"the control socket {control}")
         # then each answers on its own socket, about its own listener, and none took the per-user default
         for _, port, control, _ in hubs:
@@ -73,7 +55,7 @@ def test_two_hubs_on_one_machine_keep_separate_control_sockets_under_their_var_d
 
 def test_without_access_logfile_gunicorn_writes_no_access_lines(tmp_path: Path) -> None:
     # given the web server started without --access-logfile (bench/run does)
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "web.log"
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "websubhub.wsgi:application"]
     command += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--no-control-socket"]
@@ -81,8 +63,8 @@ def test_without_access_logfile_gunicorn_writes_no_access_lines(tmp_path: Path) 
         process = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
         try:
             # when it serves requests
-            wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="gunicorn")
-            _answers(f"http://127.0.0.1:{port}/healthz")
+            wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="gunicorn")
+            answers(f"http://127.0.0.1:{port}/healthz")
         finally:
             process.terminate()
             process.wait(timeout=20)

@@ -4,14 +4,12 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
-from urllib.error import HTTPError
-from urllib.request import urlopen
 
+from tests.support.processes import answers, free_port
 from tests.support.subscriber import wait_until
 from websubhub.logformat import JsonFormatter
 
@@ -102,34 +100,34 @@ def test_an_unknown_log_format_is_refused_at_startup() -> None:
     assert "HUB_LOG_FORMAT must be plain or json" in done.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def test_gunicorn_with_the_project_config_logs_every_line_as_json(tmp_path: Path) -> None:
-    # given the web server as the Procfile starts it, in JSON mode
-    port = _free_port()
+def _gunicorn_serving_two_requests(tmp_path: Path, *, log_format: str) -> tuple[str, str]:
+    """Start the web server as the Procfile does, ask for /healthz and a missing page, stop it: its stdout, stderr."""
+    port = free_port()
     out, err = tmp_path / "out", tmp_path / "err"
-    env = {**os.environ, "HUB_LOG_FORMAT": "json"}
+    env = {**os.environ, "HUB_LOG_FORMAT": log_format}
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "websubhub.wsgi:application"]
     command += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--access-logfile", "-", "--no-control-socket"]
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=stdout, stderr=stderr)
         try:
-            # when it serves a request and a request for a missing page
-            wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="gunicorn")
-            _answers(f"http://127.0.0.1:{port}/missing")
+            wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="gunicorn")
+            answers(f"http://127.0.0.1:{port}/missing")
         finally:
             process.terminate()
             process.wait(timeout=20)
+    return out.read_text(), err.read_text()
+
+
+def test_gunicorn_with_the_project_config_logs_every_line_as_json(tmp_path: Path) -> None:
+    # given the web server as the Procfile starts it, in JSON mode
+    # when it serves a request and a request for a missing page
+    out, err = _gunicorn_serving_two_requests(tmp_path, log_format="json")
     # then every line it wrote, its own and Django's, is one JSON object
-    lines = _json_lines(out.read_text()) + _json_lines(err.read_text())
+    lines = _json_lines(out) + _json_lines(err)
     loggers = {entry["logger"] for entry in lines}
     assert {"gunicorn.error", "gunicorn.access", "django.request"} <= loggers, lines
     assert all({"time", "level", "logger", "message"} <= set(entry) for entry in lines)
@@ -142,22 +140,10 @@ PLAIN_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARN
 
 def test_gunicorn_with_the_project_config_logs_every_line_in_the_plain_format(tmp_path: Path) -> None:
     # given the web server as the Procfile starts it, in the default (plain) format
-    port = _free_port()
-    out, err = tmp_path / "out", tmp_path / "err"
-    env = {**os.environ, "HUB_LOG_FORMAT": "plain"}
-    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "websubhub.wsgi:application"]
-    command += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--access-logfile", "-", "--no-control-socket"]
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=stdout, stderr=stderr)
-        try:
-            # when it serves a request and a request for a missing page
-            wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="gunicorn")
-            _answers(f"http://127.0.0.1:{port}/missing")
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
+    # when it serves a request and a request for a missing page
+    out, err = _gunicorn_serving_two_requests(tmp_path, log_format="plain")
     # then every line it wrote, its own, its access lines and Django's, is "time level logger message"
-    lines = [line for line in (out.read_text() + err.read_text()).splitlines() if line.strip()]
+    lines = [line for line in (out + err).splitlines() if line.strip()]
     matches = [PLAIN_LINE.match(line) for line in lines]
     assert all(matches), [line for line, match in zip(lines, matches, strict=True) if not match]
     by_logger = {}
@@ -166,16 +152,6 @@ def test_gunicorn_with_the_project_config_logs_every_line_in_the_plain_format(tm
     assert {"gunicorn.error", "gunicorn.access", "django.request"} <= set(by_logger), lines
     assert any('"GET /healthz' in line for line in by_logger["gunicorn.access"])
     assert any("Listening at" in line for line in by_logger["gunicorn.error"])
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urlopen(url, timeout=2):
-            return True
-    except HTTPError:
-        return True
-    except OSError:
-        return False
 
 
 def test_a_celery_worker_logs_json_when_hub_log_format_is_json(tmp_path: Path) -> None:

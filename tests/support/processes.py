@@ -1,4 +1,5 @@
-"""Process helpers for end-to-end tests: the real Celery worker under test and the broker it reads.
+"""Process helpers for end-to-end tests: the real Celery worker under test, the broker it reads, and a free
+port and a readiness probe for a web server a test starts.
 
 The worker runs `celery -A websubhub worker --beat` as a subprocess against the
 broker the settings name (Redis when REDIS_URL is set, else the filesystem
@@ -8,10 +9,13 @@ broker) and the test database.
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.error import HTTPError
+from urllib.request import urlopen
 
 from django.db import connection
 
@@ -144,3 +148,21 @@ def broker_flush() -> None:
             message.unlink(missing_ok=True)
         return
     raise RuntimeError(f"no way to flush the broker {settings.CELERY_BROKER_URL.split(':')[0]}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    """True once something answers HTTP at url, whatever the status."""
+    try:
+        with urlopen(url, timeout=2):
+            return True
+    except HTTPError:
+        return True
+    except OSError:
+        return False

@@ -7,28 +7,17 @@ writes, and a forged POST of one changes nothing.
 import pytest
 from axes.models import AccessAttempt
 from django.contrib import admin
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.test import Client
 
 from subscriptions import admin as hub_admin
 from subscriptions.models import Delivery, Subscription
+from tests.support.auth import staff_client
 from tests.support.factories import DeliveryFactory
 
 pytestmark = pytest.mark.django_db
 
 DELIVERY_LIST = "/admin/subscriptions/delivery/"
 SUBSCRIPTION_LIST = "/admin/subscriptions/subscription/"
-
-
-def _staff(name: str, *codenames: str) -> Client:
-    user = get_user_model().objects.create_user(name, password="not-used-here", is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="subscriptions", codename__in=codenames)
-    )
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _offered(client: Client, url: str) -> set[str]:
@@ -56,7 +45,7 @@ def test_every_admin_action_names_its_permissions() -> None:
 def test_delivery_retry_is_neither_offered_nor_run_for_a_staff_user_who_may_only_view(
     failed, django_capture_on_commit_callbacks
 ) -> None:
-    viewer = _staff("viewer", "view_delivery")
+    viewer = staff_client("viewer", "view_delivery")
 
     assert "retry" not in _offered(viewer, DELIVERY_LIST)
     with django_capture_on_commit_callbacks(execute=False) as queued:
@@ -67,7 +56,7 @@ def test_delivery_retry_is_neither_offered_nor_run_for_a_staff_user_who_may_only
 
 
 def test_delivery_retry_runs_for_a_user_with_the_change_permission(failed, django_capture_on_commit_callbacks) -> None:
-    operator = _staff("operator", "view_delivery", "change_delivery")
+    operator = staff_client("operator", "view_delivery", "change_delivery")
 
     assert "retry" in _offered(operator, DELIVERY_LIST)
     with django_capture_on_commit_callbacks(execute=False) as queued:
@@ -82,7 +71,7 @@ def test_delivery_retry_runs_for_a_user_with_the_change_permission(failed, djang
 
 
 def test_subscription_actions_and_buttons_are_hidden_and_refused_for_a_viewer(failed) -> None:
-    viewer = _staff("viewer", "view_subscription", "view_delivery")
+    viewer = staff_client("viewer", "view_subscription", "view_delivery")
     pk = failed.subscription_id
 
     assert _offered(viewer, SUBSCRIPTION_LIST) == set()
@@ -100,7 +89,7 @@ def test_retrying_a_subscriptions_deliveries_also_needs_the_delivery_change_perm
     failed, django_capture_on_commit_callbacks
 ) -> None:
     # given an operator who may change subscriptions but not deliveries
-    editor = _staff("editor", "view_subscription", "change_subscription")
+    editor = staff_client("editor", "view_subscription", "change_subscription")
     pk = failed.subscription_id
 
     # then pause and the rest are offered, retry is not, and a forged retry is refused
@@ -113,7 +102,7 @@ def test_retrying_a_subscriptions_deliveries_also_needs_the_delivery_change_perm
     assert Subscription.objects.get(pk=pk).state == Subscription.State.PAUSED
 
     # and with the delivery change permission as well, the retry runs
-    operator = _staff("operator", "view_subscription", "change_subscription", "change_delivery")
+    operator = staff_client("operator", "view_subscription", "change_subscription", "change_delivery")
     assert "retry_failed" in _offered(operator, SUBSCRIPTION_LIST)
     with django_capture_on_commit_callbacks(execute=False):
         # The subscription is paused now: the replay asks first (its deliveries would wait), then runs.

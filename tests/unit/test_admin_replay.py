@@ -2,8 +2,6 @@
 subscriber refused (4xx other than 408/429), and the truth about deliveries of a paused subscription."""
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.db import connection
 from django.test import Client
@@ -11,22 +9,13 @@ from django.test.utils import CaptureQueriesContext
 
 from subscriptions import selectors
 from subscriptions.models import Delivery, Subscription
+from tests.support.auth import staff_client
 from tests.support.factories import DeliveryFactory, SubscriptionFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker")]
 
 DELIVERY_LIST = "/admin/subscriptions/delivery/"
 SUBSCRIPTION_LIST = "/admin/subscriptions/subscription/"
-
-
-def _staff(name: str, *codenames: str) -> Client:
-    user = get_user_model().objects.create_user(name, password="not-used-here", is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="subscriptions", codename__in=codenames)
-    )
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _failed(subscription: Subscription | None = None, code: int | None = 503) -> Delivery:
@@ -46,12 +35,12 @@ def _messages(response) -> list[str]:
 
 @pytest.fixture
 def operator() -> Client:
-    return _staff("operator", "view_delivery", "change_delivery", "view_subscription", "change_subscription")
+    return staff_client("operator", "view_delivery", "change_delivery", "view_subscription", "change_subscription")
 
 
 def test_delivery_page_offers_retry_only_for_a_failed_delivery_and_with_the_permission(operator) -> None:
     failed, delivered = _failed(), DeliveryFactory(status=Delivery.Status.DELIVERED)
-    viewer = _staff("viewer", "view_delivery")
+    viewer = staff_client("viewer", "view_delivery")
 
     assert "retry-delivery" in operator.get(f"{DELIVERY_LIST}{failed.pk}/change/").content.decode()
     assert "retry-delivery" not in operator.get(f"{DELIVERY_LIST}{delivered.pk}/change/").content.decode()
@@ -153,7 +142,7 @@ def test_replay_can_resume_the_paused_subscription_first(operator) -> None:
 
 
 def test_resume_is_neither_offered_nor_done_without_the_subscription_change_permission() -> None:
-    retrier = _staff("retrier", "view_delivery", "change_delivery")
+    retrier = staff_client("retrier", "view_delivery", "change_delivery")
     paused = SubscriptionFactory(state=Subscription.State.PAUSED)
     failed = _failed(paused, 503)
 
