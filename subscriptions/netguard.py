@@ -675,7 +675,7 @@ class GuardedAdapter(HTTPAdapter):
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         # A request's own `proxies=` would forward it past the guard, which would check the proxy, not the
-        # destination. HUB_OUTBOUND_PROXY does not come this way: the pools tunnel through it (subscriptions/http.py).
+        # destination. HUB_OUTBOUND_PROXY does not come this way: the pools tunnel through it (http_transport.py).
         if not allow_private_addresses():
             raise ForbiddenDestinationError("outbound proxies are not allowed while the address guard is on")
         return super().proxy_manager_for(proxy, **proxy_kwargs)
