@@ -12,13 +12,6 @@ from tests.support.subscriber import Subscriber
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def server() -> Subscriber:
-    subscriber = Subscriber()
-    yield subscriber
-    subscriber.close()
-
-
 def _deliver(delivery_id: int) -> int:
     with CaptureQueriesContext(connection) as queries:
         services.delivery_attempt(delivery_id=delivery_id)
@@ -26,14 +19,15 @@ def _deliver(delivery_id: int) -> int:
 
 
 def test_a_successful_delivery_makes_at_most_three_queries_and_two_once_the_payload_is_cached(
-    server: Subscriber, settings
+    subscriber: Subscriber, settings
 ) -> None:
     # given one notification for many subscribers, and unrelated rows around them
     settings.HUB_CALLBACK_RATE_LIMIT = "off"
     notification = NotificationFactory(topic="q.count")
     deliveries = [
         DeliveryFactory(
-            notification=notification, subscription=SubscriptionFactory(topic="q.count", callback=server.url(f"/{n}"))
+            notification=notification,
+            subscription=SubscriptionFactory(topic="q.count", callback=subscriber.url(f"/{n}")),
         )
         for n in range(5)
     ]
@@ -50,29 +44,33 @@ def test_a_successful_delivery_makes_at_most_three_queries_and_two_once_the_payl
     assert len(set(counts[1:])) == 1 and counts[1] <= 2, counts
 
 
-def test_query_count_does_not_grow_with_the_number_of_subscriptions_or_attempts(server: Subscriber, settings) -> None:
+def test_query_count_does_not_grow_with_the_number_of_subscriptions_or_attempts(
+    subscriber: Subscriber, settings
+) -> None:
     settings.HUB_CALLBACK_RATE_LIMIT = "off"
     notification = NotificationFactory(topic="q.growth")
     first = DeliveryFactory(
-        notification=notification, subscription=SubscriptionFactory(topic="q.growth", callback=server.url("/a"))
+        notification=notification, subscription=SubscriptionFactory(topic="q.growth", callback=subscriber.url("/a"))
     )
     _deliver(first.pk)
     SubscriptionFactory.create_batch(50, topic="q.growth")
     later = DeliveryFactory(
         notification=notification,
-        subscription=SubscriptionFactory(topic="q.growth", callback=server.url("/b")),
+        subscription=SubscriptionFactory(topic="q.growth", callback=subscriber.url("/b")),
         attempts=3,
     )
     assert _deliver(later.pk) <= 2
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_outcome_commits_asynchronously_and_leaves_the_connection_synchronous(server: Subscriber, settings) -> None:
+def test_the_outcome_commits_asynchronously_and_leaves_the_connection_synchronous(
+    subscriber: Subscriber, settings
+) -> None:
     # given
     if connection.vendor != "postgresql":
         pytest.skip("asynchronous commit is PostgreSQL's")
     settings.HUB_CALLBACK_RATE_LIMIT = "off"
-    first, second = DeliveryFactory.create_batch(2, subscription__callback=server.url("/sync"))
+    first, second = DeliveryFactory.create_batch(2, subscription__callback=subscriber.url("/sync"))
     # when: the outcome statement runs in autocommit, as in the worker
     with CaptureQueriesContext(connection) as queries:
         services.delivery_attempt(delivery_id=first.pk)

@@ -24,13 +24,6 @@ SECRET = "s3cret-never-shown"
 
 
 @pytest.fixture
-def server():
-    subscriber = Subscriber()
-    yield subscriber
-    subscriber.close()
-
-
-@pytest.fixture
 def hub_settings(settings):
     settings.HUB_CALLBACK_RATE_LIMIT = "off"
     settings.HUB_CALLBACK_FAILURE_PAUSE = 2
@@ -52,10 +45,10 @@ def raw_events() -> list[bytes]:
     ]
 
 
-def fail_twice(server: Subscriber, subscription: Subscription) -> None:
+def fail_twice(subscriber: Subscriber, subscription: Subscription) -> None:
     """Two failed attempts (HTTP 500) of two deliveries: the second pauses the subscription (threshold 2)."""
-    path = subscription.callback.removeprefix(server.base_url).split("?")[0]
-    server.post_statuses[path] = [500] * 100
+    path = subscription.callback.removeprefix(subscriber.base_url).split("?")[0]
+    subscriber.post_statuses[path] = [500] * 100
     for _ in range(2):
         services.delivery_attempt(delivery_id=DeliveryFactory(subscription=subscription).pk)
 
@@ -145,14 +138,14 @@ def test_the_body_names_the_callback_host_only_with_times_in_utc() -> None:
 
 @pytest.mark.django_db
 def test_the_breaker_pausing_a_subscription_publishes_one_paused_event_without_the_secret(
-    server: Subscriber, hub_settings
+    subscriber: Subscriber, hub_settings
 ) -> None:
     # given a subscription with a secret whose callback fails
     subscription = SubscriptionFactory(
-        topic="orders", callback=server.url("/sick?key=abc"), secret=SECRET, previous_secret=f"old-{SECRET}"
+        topic="orders", callback=subscriber.url("/sick?key=abc"), secret=SECRET, previous_secret=f"old-{SECRET}"
     )
     # when two attempts fail (the threshold), then a probe fails too
-    fail_twice(server, subscription)
+    fail_twice(subscriber, subscription)
     Subscription.objects.filter(pk=subscription.pk).update(resume_after=timezone.now() - timedelta(seconds=1))
     services.delivery_attempt(delivery_id=DeliveryFactory(subscription=subscription).pk)
     # then one paused event, for the pause, none for the failed probe
@@ -171,13 +164,13 @@ def test_the_breaker_pausing_a_subscription_publishes_one_paused_event_without_t
 
 
 @pytest.mark.django_db
-def test_a_probe_that_is_delivered_publishes_resumed(server: Subscriber, hub_settings) -> None:
+def test_a_probe_that_is_delivered_publishes_resumed(subscriber: Subscriber, hub_settings) -> None:
     # given a paused subscription whose cool-down is over
-    subscription = SubscriptionFactory(topic="orders", callback=server.url("/sick"))
-    fail_twice(server, subscription)
+    subscription = SubscriptionFactory(topic="orders", callback=subscriber.url("/sick"))
+    fail_twice(subscriber, subscription)
     Subscription.objects.filter(pk=subscription.pk).update(resume_after=timezone.now() - timedelta(seconds=1))
     # when the callback answers the probe
-    server.post_statuses["/sick"] = []
+    subscriber.post_statuses["/sick"] = []
     services.delivery_attempt(delivery_id=DeliveryFactory(subscription=subscription).pk)
     # then
     assert Subscription.objects.get(pk=subscription.pk).state == Subscription.State.ACTIVE
@@ -234,12 +227,12 @@ def test_a_change_rolled_back_leaves_no_event() -> None:
 
 
 @pytest.mark.django_db
-def test_a_delivery_out_of_retries_publishes_delivery_failed_once(server: Subscriber, hub_settings) -> None:
+def test_a_delivery_out_of_retries_publishes_delivery_failed_once(subscriber: Subscriber, hub_settings) -> None:
     # given no retries and no breaker
     hub_settings.HUB_DELIVERY_MAX_RETRIES = 1
     hub_settings.HUB_CALLBACK_FAILURE_PAUSE = 0
-    server.post_statuses["/dead"] = [500] * 10
-    subscription = SubscriptionFactory(topic="orders", callback=server.url("/dead"), secret=SECRET)
+    subscriber.post_statuses["/dead"] = [500] * 10
+    subscription = SubscriptionFactory(topic="orders", callback=subscriber.url("/dead"), secret=SECRET)
     delivery = DeliveryFactory(subscription=subscription)
     # when both attempts fail, and the settled delivery's message comes again
     for _ in range(3):
@@ -268,13 +261,13 @@ def test_a_delivery_out_of_retries_publishes_delivery_failed_once(server: Subscr
 @pytest.mark.django_db
 @pytest.mark.parametrize("topic", ["hub.events", "hub.events.subscription.*", "hub"])
 def test_nothing_is_said_about_a_subscription_that_receives_events(
-    server: Subscriber, hub_settings, topic: str
+    subscriber: Subscriber, hub_settings, topic: str
 ) -> None:
     # given an operator's event subscription whose callback fails, with one retry
     hub_settings.HUB_DELIVERY_MAX_RETRIES = 0
-    operator = SubscriptionFactory(topic=topic, callback=server.url("/ops"))
+    operator = SubscriptionFactory(topic=topic, callback=subscriber.url("/ops"))
     # when its deliveries fail for good and pause it, an operator resumes it, and its lease ends
-    fail_twice(server, operator)
+    fail_twice(subscriber, operator)
     services.subscription_resume(subscription=operator)
     Subscription.objects.filter(pk=operator.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     services.subscriptions_expire()
@@ -283,15 +276,15 @@ def test_nothing_is_said_about_a_subscription_that_receives_events(
 
 
 @pytest.mark.django_db
-def test_a_failed_delivery_of_an_event_is_no_event(server: Subscriber, hub_settings) -> None:
+def test_a_failed_delivery_of_an_event_is_no_event(subscriber: Subscriber, hub_settings) -> None:
     # given an event (a pause's) owed to an operator's callback that fails, with no retries
     hub_settings.HUB_DELIVERY_MAX_RETRIES = 0
-    server.post_statuses["/ops"] = [500]
+    subscriber.post_statuses["/ops"] = [500]
     subscription = SubscriptionFactory(topic="orders")
     services.subscription_pause(subscription=subscription)
     event = Notification.objects.get(topic=EventName.SUBSCRIPTION_PAUSED.topic)
     # (its key changed, so that only the rule about the notification's own topic can hold the event back)
-    operator = SubscriptionFactory(topic="hub.events", topic_key="other", callback=server.url("/ops"))
+    operator = SubscriptionFactory(topic="hub.events", topic_key="other", callback=subscriber.url("/ops"))
     delivery = DeliveryFactory(subscription=operator, notification=event)
     # when that delivery fails for good
     services.delivery_attempt(delivery_id=delivery.pk)
@@ -322,10 +315,10 @@ def test_an_expired_subscription_is_removed_with_an_expired_event(hub_settings) 
 
 
 @pytest.mark.django_db
-def test_a_request_the_callback_does_not_confirm_publishes_verification_failed(server: Subscriber) -> None:
+def test_a_request_the_callback_does_not_confirm_publishes_verification_failed(subscriber: Subscriber) -> None:
     # given a subscribe request to a callback that answers its verification with 404
-    server.verification["/cb"] = Verification(status=404)
-    request = SubscriptionRequestFactory(topic="orders", callback=server.url("/cb?t=9"), secret=SECRET)
+    subscriber.verification["/cb"] = Verification(status=404)
+    request = SubscriptionRequestFactory(topic="orders", callback=subscriber.url("/cb?t=9"), secret=SECRET)
     # when it is verified
     services.subscription_verify(request_id=request.pk)
     # then

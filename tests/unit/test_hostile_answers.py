@@ -89,21 +89,16 @@ def test_a_429_with_a_400_digit_retry_after_is_a_retry_at_the_ceiling() -> None:
 
 
 @pytest.fixture
-def server():
-    subscriber = Subscriber()
-    yield subscriber
-    subscriber.close()
-
-
-@pytest.fixture
-def pending(server: Subscriber, settings) -> Delivery:
+def pending(subscriber: Subscriber, settings) -> Delivery:
     settings.HUB_CALLBACK_RATE_LIMIT = "off"
-    return DeliveryFactory(subscription=SubscriptionFactory(callback=server.url("/hook")))
+    return DeliveryFactory(subscription=SubscriptionFactory(callback=subscriber.url("/hook")))
 
 
 @pytest.mark.django_db
-def test_a_500_whose_body_holds_a_nul_is_recorded_as_a_failed_attempt(server: Subscriber, pending: Delivery) -> None:
-    server.post_statuses["/hook"] = [Answer(status=500, body=b"database said \x00 no")]
+def test_a_500_whose_body_holds_a_nul_is_recorded_as_a_failed_attempt(
+    subscriber: Subscriber, pending: Delivery
+) -> None:
+    subscriber.post_statuses["/hook"] = [Answer(status=500, body=b"database said \x00 no")]
     resend = services.delivery_attempt(delivery_id=pending.pk)
     assert resend is not None and resend.attempted
     (attempt,) = DeliveryAttempt.objects.filter(delivery_id=pending.pk)
@@ -116,10 +111,10 @@ def test_a_500_whose_body_holds_a_nul_is_recorded_as_a_failed_attempt(server: Su
 
 @pytest.mark.django_db
 def test_a_429_with_a_400_digit_retry_after_waits_the_configured_cap(
-    server: Subscriber, pending: Delivery, settings
+    subscriber: Subscriber, pending: Delivery, settings
 ) -> None:
     settings.HUB_RETRY_AFTER_MAX = 30
-    server.post_statuses["/hook"] = [Answer(status=429, headers={"Retry-After": "9" * 400})]
+    subscriber.post_statuses["/hook"] = [Answer(status=429, headers={"Retry-After": "9" * 400})]
     step = services.delivery_attempt(delivery_id=pending.pk)
     assert step is not None and step.attempted
     assert step.countdown == 30
@@ -143,10 +138,10 @@ def test_an_unexpected_error_while_sending_counts_as_a_failed_attempt(pending: D
 
 @pytest.mark.django_db
 def test_an_answer_the_database_refuses_still_counts_as_a_failed_attempt(
-    server: Subscriber, pending: Delivery, monkeypatch
+    subscriber: Subscriber, pending: Delivery, monkeypatch
 ) -> None:
     # given an answer whose record the database refuses once (as a NUL did)
-    server.post_statuses["/hook"] = [Answer(status=500, body=b"bad")]
+    subscriber.post_statuses["/hook"] = [Answer(status=500, body=b"bad")]
     write = delivering._outcome_write
     calls = []
 

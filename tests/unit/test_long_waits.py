@@ -14,24 +14,17 @@ from tests.support.subscriber import Answer, Subscriber
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def server() -> Subscriber:
-    subscriber = Subscriber()
-    yield subscriber
-    subscriber.close()
+def _pending(subscriber: Subscriber, path: str = "/hook") -> Delivery:
+    return DeliveryFactory(subscription=SubscriptionFactory(callback=subscriber.url(path)))
 
 
-def _pending(server: Subscriber, path: str = "/hook") -> Delivery:
-    return DeliveryFactory(subscription=SubscriptionFactory(callback=server.url(path)))
-
-
-def test_a_retry_after_longer_than_the_broker_countdown_waits_in_the_database(server: Subscriber, settings) -> None:
+def test_a_retry_after_longer_than_the_broker_countdown_waits_in_the_database(subscriber: Subscriber, settings) -> None:
     # given a subscriber that asks for two minutes
     settings.HUB_CALLBACK_RATE_LIMIT = "off"
     settings.HUB_BROKER_MAX_COUNTDOWN = 30
     settings.HUB_RETRY_AFTER_MAX = 3600
-    server.post_statuses["/hook"] = [Answer(status=503, headers={"Retry-After": "120"})]
-    pending = _pending(server)
+    subscriber.post_statuses["/hook"] = [Answer(status=503, headers={"Retry-After": "120"})]
+    pending = _pending(subscriber)
     # when it is attempted
     before = timezone.now()
     step = services.delivery_attempt(delivery_id=pending.pk)
@@ -42,11 +35,13 @@ def test_a_retry_after_longer_than_the_broker_countdown_waits_in_the_database(se
     assert before + timedelta(seconds=119) <= row.due_at <= timezone.now() + timedelta(seconds=121)
 
 
-def test_a_short_retry_wait_is_a_countdown_and_the_row_says_a_message_holds_it(server: Subscriber, settings) -> None:
+def test_a_short_retry_wait_is_a_countdown_and_the_row_says_a_message_holds_it(
+    subscriber: Subscriber, settings
+) -> None:
     settings.HUB_CALLBACK_RATE_LIMIT = "off"
     settings.HUB_BROKER_MAX_COUNTDOWN = 30
-    server.post_statuses["/hook"] = [Answer(status=503, headers={"Retry-After": "3"})]
-    pending = _pending(server)
+    subscriber.post_statuses["/hook"] = [Answer(status=503, headers={"Retry-After": "3"})]
+    pending = _pending(subscriber)
     step = services.delivery_attempt(delivery_id=pending.pk)
     assert step is not None and step.attempted and 2.9 <= step.countdown <= 3.1
     assert Delivery.objects.get(pk=pending.pk).queued is True

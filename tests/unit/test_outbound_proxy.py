@@ -29,13 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def subscriber() -> Iterator[Subscriber]:
-    server = Subscriber()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def proxy(settings) -> Iterator[ConnectProxy]:
     server = ConnectProxy(hosts={"subscriber.test": "127.0.0.1"})
     settings.HUB_OUTBOUND_PROXY = server.url

@@ -76,20 +76,15 @@ def test_a_previous_secret_signs_only_until_its_expiry() -> None:
     assert delivery.secret_in_grace("", now + timedelta(days=1), now=now) == ""
 
 
-@pytest.fixture
-def server() -> Subscriber:
-    subscriber = Subscriber()
-    yield subscriber
-    subscriber.close()
-
-
 @pytest.mark.django_db
 def test_a_delivery_in_the_grace_verifies_with_either_secret_and_one_after_it_with_the_new_one_only(
-    server: Subscriber, settings
+    subscriber: Subscriber, settings
 ) -> None:
     # given a subscription rotated from "old" to "new" with a grace period, Standard Webhooks on
     settings.HUB_CALLBACK_RATE_LIMIT = "off"
-    subscription = SubscriptionFactory(topic="orders", callback=server.url("/cb"), secret="old", standard_webhooks=True)
+    subscription = SubscriptionFactory(
+        topic="orders", callback=subscriber.url("/cb"), secret="old", standard_webhooks=True
+    )
     services.subscription_rotate_secret(subscription=subscription, secret="new", grace_seconds=3600)
     # when a delivery is made during the grace
     during = DeliveryFactory(subscription=subscription, notification__topic="orders")
@@ -104,7 +99,7 @@ def test_a_delivery_in_the_grace_verifies_with_either_secret_and_one_after_it_wi
     after = DeliveryFactory(subscription=subscription, notification__topic="orders")
     services.delivery_attempt(delivery_id=after.pk)
     # then the first carries a signature with each secret, the second with the new one only
-    first, second = server.deliveries("/cb")
+    first, second = subscriber.deliveries("/cb")
     assert len(first.headers["webhook-signature"].split()) == 2
     for secret in ("new", "old"):
         assert verify_standard_webhook(secret, first.body, first.headers, now=int(first.headers["webhook-timestamp"]))
@@ -188,13 +183,13 @@ def test_the_expiry_run_erases_previous_secrets_whose_grace_ended_and_keeps_the_
 @pytest.mark.django_db
 @pytest.mark.parametrize(("new_secret", "kept"), [("renewed-with-the-same", True), ("subscriber-chose-another", False)])
 def test_resubscribing_with_another_secret_swaps_it_at_once_and_ends_the_overlap(
-    server: Subscriber, no_broker, new_secret: str, kept: bool
+    subscriber: Subscriber, no_broker, new_secret: str, kept: bool
 ) -> None:
     # given a subscription during a rotation's overlap
     ends = timezone.now() + timedelta(hours=1)
     subscription = SubscriptionFactory(
         topic="orders",
-        callback=server.url("/cb"),
+        callback=subscriber.url("/cb"),
         secret="renewed-with-the-same",
         previous_secret="old",
         previous_secret_expires_at=ends,
