@@ -3,12 +3,11 @@
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 from gunicorn.ctl.client import ControlClient
 
-from tests.support.processes import answers, free_port
+from tests.support.processes import GUNICORN, answers, free_port, gunicorn_serving
 from tests.support.subscriber import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,8 +29,7 @@ def test_two_hubs_on_one_machine_keep_separate_control_sockets_under_their_var_d
             port = free_port()
             var_dir = tmp_path / name
             log = (tmp_path / f"{name}.log").open("wb")
-            command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "websubhub.wsgi:application"]
-            command += ["--bind", f"127.0.0.1:{port}", "--workers", "1"]
+            command = [*GUNICORN, "--bind", f"127.0.0.1:{port}", "--workers", "1"]
             process = subprocess.Popen(
                 command, cwd=ROOT, env={**env, "HUB_VAR_DIR": str(var_dir)}, stdout=log, stderr=subprocess.STDOUT
             )
@@ -55,19 +53,13 @@ def test_two_hubs_on_one_machine_keep_separate_control_sockets_under_their_var_d
 
 def test_without_access_logfile_gunicorn_writes_no_access_lines(tmp_path: Path) -> None:
     # given the web server started without --access-logfile (bench/run does)
-    port = free_port()
     log_path = tmp_path / "web.log"
-    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "websubhub.wsgi:application"]
-    command += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--no-control-socket"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
-        try:
-            # when it serves requests
-            wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="gunicorn")
-            answers(f"http://127.0.0.1:{port}/healthz")
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
+    with (
+        log_path.open("wb") as log,
+        gunicorn_serving("--no-control-socket", env=os.environ, stdout=log, stderr=subprocess.STDOUT) as url,
+    ):
+        # when it serves requests
+        answers(f"{url}/healthz")
     # then it logged its own lines but none for the requests
     text = log_path.read_text()
     assert "gunicorn.error" in text

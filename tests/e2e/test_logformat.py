@@ -9,7 +9,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from tests.support.processes import answers, free_port
+from tests.support.processes import answers, gunicorn_serving
 from tests.support.subscriber import wait_until
 from websubhub.logformat import JsonFormatter
 
@@ -106,19 +106,14 @@ def _json_lines(text: str) -> list[dict]:
 
 def _gunicorn_serving_two_requests(tmp_path: Path, *, log_format: str) -> tuple[str, str]:
     """Start the web server as the Procfile does, ask for /healthz and a missing page, stop it: its stdout, stderr."""
-    port = free_port()
     out, err = tmp_path / "out", tmp_path / "err"
     env = {**os.environ, "HUB_LOG_FORMAT": log_format}
-    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "websubhub.wsgi:application"]
-    command += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--access-logfile", "-", "--no-control-socket"]
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=stdout, stderr=stderr)
-        try:
-            wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="gunicorn")
-            answers(f"http://127.0.0.1:{port}/missing")
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
+    with (
+        out.open("wb") as stdout,
+        err.open("wb") as stderr,
+        gunicorn_serving("--access-logfile", "-", "--no-control-socket", env=env, stdout=stdout, stderr=stderr) as url,
+    ):
+        answers(f"{url}/missing")
     return out.read_text(), err.read_text()
 
 

@@ -13,11 +13,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import IO
 from urllib.error import HTTPError
 from urllib.request import urlopen
 
 from django.db import connection
+
+from tests.support.subscriber import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,3 +170,25 @@ def answers(url: str) -> bool:
         return True
     except OSError:
         return False
+
+
+# The web server as the Procfile starts it.
+GUNICORN = (sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "websubhub.wsgi:application")
+
+
+@contextlib.contextmanager
+def gunicorn_serving(
+    *options: str, env: Mapping[str, str], stdout: IO[bytes], stderr: IO[bytes] | int
+) -> Iterator[str]:
+    """The web server as the Procfile starts it, one worker with `options`, on a free port of 127.0.0.1:
+    its base URL once it answers /healthz; stopped on the way out."""
+    port = free_port()
+    command = [*GUNICORN, "--bind", f"127.0.0.1:{port}", "--workers", "1", *options]
+    process = subprocess.Popen(command, cwd=ROOT, env=dict(env), stdout=stdout, stderr=stderr)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: answers(f"{url}/healthz"), timeout=30, what="gunicorn")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from subscriptions.models import Delivery, Notification, Subscription
 from subscriptions.services import queueing
+from tests.support.auth import staff_client
 from tests.support.factories import DeliveryFactory, NotificationFactory, SubscriptionFactory
 from websubhub.celery import app as celery_app
 from websubhub.queues import TaskName
@@ -253,10 +254,8 @@ def test_the_admin_replays_a_window_from_the_subscription_page(admin_client, enq
 
 
 def test_the_admin_replay_needs_the_retry_permissions():
-    from tests.unit.test_admin_permissions import _staff
-
     subscription = SubscriptionFactory()
-    viewer = _staff("viewer", "view_subscription", "view_delivery")
+    viewer = staff_client("viewer", "view_subscription", "view_delivery")
     assert (
         b"Replay a time window"
         not in viewer.get(f"/admin/subscriptions/subscription/{subscription.pk}/change/").content

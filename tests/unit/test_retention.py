@@ -25,6 +25,7 @@ from subscriptions.models import (
 )
 from subscriptions.services import idempotency
 from tasks import periodic
+from tests.support.auth import staff_client
 from tests.support.factories import (
     DeliveryFactory,
     NotificationFactory,
@@ -319,10 +320,8 @@ def test_the_admin_erases_from_the_list_and_from_the_subscription_page(admin_cli
 
 
 def test_the_admin_erase_needs_the_delete_permission(client):
-    from tests.unit.test_admin_permissions import _staff
-
     target, _, _ = _erasable()
-    staff = _staff("changer", "view_subscription", "change_subscription")
+    staff = staff_client("changer", "view_subscription", "change_subscription")
     page = staff.get(f"/admin/subscriptions/subscription/{target.pk}/change/")
     assert page.status_code == 200 and b"Erase with its history" not in page.content
     assert staff.post(f"/admin/subscriptions/subscription/{target.pk}/act/erase_history/").status_code == 403

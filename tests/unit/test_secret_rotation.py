@@ -14,7 +14,7 @@ from django.utils import timezone
 from subscriptions import delivery, rules, selectors, services
 from subscriptions.models import Delivery, Subscription
 from tasks.periodic import expire_subscriptions
-from tests.support.auth import api_client
+from tests.support.auth import api_client, staff_client
 from tests.support.factories import DeliveryFactory, SubscriptionFactory, SubscriptionRequestFactory
 from tests.support.subscriber import Subscriber
 from websubhub.client import verify_signature, verify_standard_webhook
@@ -342,10 +342,8 @@ def test_the_admin_rotates_to_a_given_secret_without_showing_it_and_refuses_a_ba
 
 @pytest.mark.django_db
 def test_the_admin_rotation_needs_the_change_permission() -> None:
-    from tests.unit.test_admin_permissions import _staff
-
     subscription = SubscriptionFactory(secret="old")
-    viewer = _staff("viewer", "view_subscription", "view_delivery")
+    viewer = staff_client("viewer", "view_subscription", "view_delivery")
     assert b"Rotate secret" not in viewer.get(f"/admin/subscriptions/subscription/{subscription.pk}/change/").content
     url = f"/admin/subscriptions/subscription/{subscription.pk}/rotate-secret/"
     assert viewer.post(url, {"grace_seconds": "60"}).status_code == 403
