@@ -20,6 +20,13 @@ Scenarios (--scenarios, comma-separated; default all):
 
 Layouts (--pools): pool:concurrency[xinstances], `default` (the hub's own worker defaults: no -P/-c),
 `procfile` (the Procfile's worker line). CPU per delivery: bench/README.md.
+
+Why one file of about 1,800 lines: it is a program the hub never imports, and its
+sections (processes, the sink, RSS sampling, CPU accounting, the publishing client,
+pool layouts, the scenarios, reporting) each read alone. The scenarios are methods
+of one `Bench`, which owns the processes, database and environment they all start
+from and stop on exit; a module per scenario would pass that state around, so the
+split waits until a scenario needs it.
 """
 
 import argparse

@@ -20,6 +20,10 @@ DATABASE_URL) and prints one JSON document on stdout. Commands:
                                   attempts, older than HUB_RETENTION_DAYS (INSERT ... SELECT, PostgreSQL only)
     purge [--batch B]             one retention purge (services.retention_purge, what hub.purge and hub_purge
                                   run), timed batch by batch
+
+Why one file of about 600 lines: it is one command-line tool of independent
+subcommands (a `cmd_*` function each, above), run by bench.py as a subprocess;
+each command reads alone, beside the few seeding helpers they share.
 """
 
 import argparse
