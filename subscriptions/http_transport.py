@@ -135,12 +135,13 @@ def _watchdog() -> _Watchdog:
 
 
 _S = TypeVar("_S")
+
 # The watch of the request this thread is sending, if any (set by deadline()).
 _current = threading.local()
 
 
 @contextlib.contextmanager
-def deadline(seconds: float) -> Iterator["_Watch"]:
+def deadline(seconds: float) -> Iterator[_Watch]:
     """Watch the request this thread sends within the block: its sockets are shut down `seconds` from now."""
     watch = _Watch(seconds)
     _current.watch = watch
