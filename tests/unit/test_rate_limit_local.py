@@ -1,7 +1,10 @@
 """The per-callback rate limit without Redis (the embedded default): a windows file shared by a machine's processes."""
 
-import multiprocessing
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,7 @@ import pytest
 from subscriptions import ratelimit
 
 CALLBACK = "http://subscriber.example/cb"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -59,25 +63,40 @@ def test_the_windows_live_in_their_own_file_written_without_sync(embedded: Path)
     )
 
 
-def _reserve_many(path: str, count: int, results) -> None:
-    from django.conf import settings
-
-    settings.VAR_DIR = Path(path)
-    rate = ratelimit.Rate(limit=10, window=60.0)
-    results.put([ratelimit._reserve_local("shared", rate) for _ in range(count)])
+# A child process: wait for the start signal, reserve `count` slots of 10 per minute, print the waits.
+_CHILD = """
+import json, os, sys, time
+from pathlib import Path
+import django
+django.setup()
+from subscriptions import ratelimit
+go = Path(sys.argv[1]) / "go"
+print("ready", flush=True)
+deadline = time.monotonic() + 30
+while not go.exists() and time.monotonic() < deadline:
+    time.sleep(0.005)
+rate = ratelimit.Rate(limit=10, window=60.0)
+print(json.dumps([ratelimit._reserve_local("shared", rate) for _ in range(int(sys.argv[2]))]), flush=True)
+"""
 
 
 def test_processes_of_one_machine_share_the_limit(embedded: Path) -> None:
-    # given two processes reserving 15 sends each, at once, against 10 per minute
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    processes = [context.Process(target=_reserve_many, args=(str(embedded), 15, results)) for _ in range(2)]
-    for process in processes:
-        process.start()
-    waits = results.get(timeout=30) + results.get(timeout=30)
-    for process in processes:
-        process.join(timeout=30)
+    # given two processes (not forks of this one: a fork may copy a lock another thread holds)
+    env = {**os.environ, "HUB_VAR_DIR": str(embedded), "REDIS_URL": ""}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(embedded), "15"], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    try:
+        assert [child.stdout.readline().strip() for child in children] == ["ready", "ready"]
+        # when both reserve 15 sends at once against 10 per minute
+        (embedded / "go").touch()
+        waits = [wait for child in children for wait in json.loads(child.stdout.readline())]
+    finally:
+        for child in children:
+            child.wait(timeout=30)
     # then: 10 of the 30 go now, the other 20 in the next two windows: never more than 10 in any minute
-    now = sorted(wait for wait in waits if wait <= ratelimit.SLOT_TOLERANCE)
-    assert len(now) == 10
+    assert len([wait for wait in waits if wait <= ratelimit.SLOT_TOLERANCE]) == 10
     assert sorted(round(wait / 60) for wait in waits) == [0] * 10 + [1] * 10 + [2] * 10
