@@ -106,7 +106,8 @@ _redis_lock = threading.Lock()
 _redis_state: dict[str, object] = {}
 
 
-def _client():
+def redis_client():
+    """The process's Redis client on REDIS_URL, for the hub's own round trips (rate limit, claim, throttles)."""
     with _redis_lock:
         if _redis_state.get("url") != settings.REDIS_URL:
             import redis
@@ -119,14 +120,14 @@ def _client():
         return _redis_state["client"]
 
 
-def _script_run(source: str, keys: list[str], args: list[Any]) -> Any:
-    """EVALSHA of a script, loading it when the server does not know it (new, restarted or flushed).
+def script_run(source: str, keys: list[str], args: list[Any]) -> Any:
+    """EVALSHA of a script (on REDIS_URL), loading it when the server does not know it (new, restarted or flushed).
 
     redis-py's Script wrapper checks on every call whether its client is a
     pipeline (a typing.Protocol isinstance, dear on the hot path): two calls per
     delivery go through here instead.
     """
-    client = _client()
+    client = redis_client()
     sha = _script_shas.get(source)
     if sha is None:
         sha = _script_shas[source] = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
@@ -301,7 +302,7 @@ def attempt_admit(delivery: str, callback: str, *, lease: float, cap: int, rate:
         return Admission(Verdict.ADMITTED)
     token = uuid.uuid4().hex
     limit, window = (rate.limit, int(rate.window * 1000)) if rate else (0, 0)
-    verdict, wait_ms = _script_run(
+    verdict, wait_ms = script_run(
         _ADMIT_LUA,
         _keys(delivery, callback),
         [token, int(lease * 1000), cap, limit, window, int(SLOT_TOLERANCE * 1000)],
@@ -315,6 +316,6 @@ def attempt_admit(delivery: str, callback: str, *, lease: float, cap: int, rate:
 def attempt_give_back(delivery: str, callback: str, admission: Admission, *, settled: bool) -> None:
     """Give back what an admitted run holds; the claim of a `settled` delivery stays a few seconds as a tombstone."""
     if admission.token:
-        _script_run(
+        script_run(
             _GIVE_BACK_LUA, _keys(delivery, callback)[:2], [admission.token, SETTLED_TOMBSTONE_MS if settled else 0]
         )

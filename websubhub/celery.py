@@ -13,6 +13,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "websubhub.settings")
 # The embedded broker (`filesystem://`) is kombu's filesystem transport with a channel
 # that does not rescan the message folder for every message (websubhub/embedded_broker.py).
 TRANSPORT_ALIASES["filesystem"] = "websubhub.embedded_broker:Transport"
+# Redis brokers: kombu's transport with one client per channel (websubhub/redis_broker.py).
+TRANSPORT_ALIASES["redis"] = TRANSPORT_ALIASES["rediss"] = "websubhub.redis_broker:Transport"
 
 app = Celery("websubhub")
 # Every setting named CELERY_* in websubhub/settings.py configures this app.
