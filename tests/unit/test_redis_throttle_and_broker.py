@@ -1,0 +1,77 @@
+"""The Redis-side pieces of the publish path: the throttles' sliding-window counter and the broker channel's client."""
+
+import uuid
+
+import pytest
+from django.conf import settings
+from kombu import Connection
+
+from subscriptions import ratelimit, throttles
+from websubhub import redis_broker
+
+pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (REDIS_URL)")
+
+
+def _hit(key: str, *, limit: int, window_ms: int, elapsed_ms: int) -> int:
+    keys = [f"{key}:current", f"{key}:previous"]
+    return int(ratelimit.script_run(throttles._THROTTLE_LUA, keys, [limit, window_ms, elapsed_ms]))
+
+
+def test_a_window_allows_its_limit_then_refuses_until_it_ends() -> None:
+    # given
+    key = f"test:{uuid.uuid4()}"
+    # when
+    answers = [_hit(key, limit=3, window_ms=10_000, elapsed_ms=4_000) for _ in range(4)]
+    # then: three counted, the fourth refused with the time left in the window
+    assert answers == [-1, -1, -1, 6_000]
+
+
+def test_the_previous_window_counts_by_how_much_of_it_still_overlaps() -> None:
+    # given a previous window that used the whole limit of 10
+    key = f"test:{uuid.uuid4()}"
+    ratelimit.redis_client().set(f"{key}:previous", 10)
+    # when / then: at the start of this window all 10 still count; half way through, 5 do
+    assert _hit(key, limit=10, window_ms=1_000, elapsed_ms=0) == 1_000
+    assert [_hit(key, limit=10, window_ms=1_000, elapsed_ms=500) for _ in range(6)] == [-1] * 5 + [500]
+
+
+def test_a_refused_request_is_not_counted() -> None:
+    # given
+    key = f"test:{uuid.uuid4()}"
+    _hit(key, limit=1, window_ms=10_000, elapsed_ms=0)
+    for _ in range(5):
+        _hit(key, limit=1, window_ms=10_000, elapsed_ms=0)
+    # then
+    assert ratelimit.redis_client().get(f"{key}:current") == b"1"
+
+
+def test_the_broker_channel_builds_one_client_while_its_pool_lasts() -> None:
+    # given
+    with Connection(settings.REDIS_URL) as connection:
+        channel = connection.default_channel
+        assert isinstance(channel, redis_broker.Channel)
+        # when / then
+        first = channel._create_client()
+        assert channel._create_client() is first
+        # a new pool (after a fork or a reconnection) gets a new client on it
+        channel._pool = None
+        renewed = channel._create_client()
+        assert renewed is not first
+        assert renewed.connection_pool is channel.pool
+
+
+def test_messages_go_through_the_broker_channel() -> None:
+    # given
+    queue = f"test-{uuid.uuid4()}"
+    with Connection(settings.REDIS_URL) as connection:
+        simple = connection.SimpleQueue(queue)
+        try:
+            # when
+            simple.put({"n": 1})
+            message = simple.get(timeout=5)
+            # then
+            assert message.payload == {"n": 1}
+            message.ack()
+        finally:
+            simple.queue.delete()
+            simple.close()
