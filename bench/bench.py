@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -750,11 +751,33 @@ class Bench:
             if i == 0:
                 command += list(extra)
             processes.append(PROCS.start(f"worker-{app}", command, env, cwd=cwd))
+        if app == "websubhub":
+            # A threads-pool hub worker starts HUB_WORKER_PROCESSES - 1 siblings, NAME-2@HOST, ...
+            # (websubhub/siblings.py): ready means they answer too, so figures taken "at ready"
+            # (the waiting scenario's RSS) include them.
+            names += self._sibling_names(spec, names, pool_args)
         if embedded:
             self._wait_ready_log(processes, f"worker-{app}", names)
         else:
             self._wait_ready_ping(processes, names)
         return processes
+
+    def _sibling_names(self, spec: str, names: list[str], pool_args: list[str]) -> list[str]:
+        pool = self.default_layout()[0]
+        for arg in pool_args:
+            if arg.startswith("--pool="):
+                pool = arg.split("=", 1)[1]
+        for flag, value in itertools.pairwise(pool_args):
+            if flag in ("-P", "--pool"):
+                pool = value
+        processes = self.details["default_layout"]["processes"]
+        if pool != "threads" or processes < 2:
+            return []
+        siblings = []
+        for name in names:
+            base, _, host = name.partition("@")
+            siblings += [f"{base}-{number}@{host}" for number in range(2, processes + 1)]
+        return siblings
 
     def default_layout(self) -> tuple[str, int]:
         """The pool and concurrency `celery -A websubhub worker` uses with no -P/-c (the hub's settings)."""
