@@ -1426,7 +1426,10 @@ class Bench:
             "unacked": max((x["unacked"] for x in samples), default=0),
         }
         arrivals: dict[str, float] = {}
+        repeated: dict[str, list[float]] = {}
         for r in records:
+            if r["d"] in arrivals:
+                repeated.setdefault(r["d"], [arrivals[r["d"]]]).append(r["t"])
             arrivals.setdefault(r["d"], r["t"])
         delays = [t - due for t in arrivals.values()]
         early = sum(1 for d in delays if d < 0)
@@ -1446,6 +1449,9 @@ class Bench:
             "stats": stats,
             "missing": missing,
             "duplicates": duplicates,
+            # Delivery ids received more than once, with their arrival times (seconds since the epoch):
+            # the attempt log tells a retry after a timeout from a second run of one attempt.
+            "repeated": dict(list(repeated.items())[:50]),
             "early": early,
         }
         ok = held == 0 and growth < 50 and missing == 0 and duplicates == 0 and early == 0
