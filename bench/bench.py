@@ -203,7 +203,11 @@ class Sink:
             return [json.loads(line) for line in response.read().splitlines() if line]
 
     def wait_for(self, expected: int, max_wait: float, stall: float = STALL_SECONDS) -> dict:
-        """Poll until `expected` POSTs arrived, nothing new came for `stall` seconds, or max_wait passed."""
+        """Poll until `expected` distinct deliveries arrived, nothing new came for `stall` seconds, or max_wait passed.
+
+        Distinct delivery ids, not POSTs: a repeated delivery must not end the wait
+        with another still missing.
+        """
         started = time.monotonic()
         last_count, last_change = -1, started
         while True:
@@ -211,7 +215,7 @@ class Sink:
             now = time.monotonic()
             if stats["posts"] != last_count:
                 last_count, last_change = stats["posts"], now
-            if stats["posts"] >= expected:
+            if stats["unique_delivery_ids"] >= expected:
                 stats["ended"] = "complete"
                 return stats
             if now - last_change > stall:

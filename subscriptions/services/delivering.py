@@ -422,7 +422,10 @@ def deliveries_enqueue_due(*, limit: int = ENQUEUE_DUE_BATCH) -> int:
 
     Rows are taken under a row lock (others skipped), marked queued and enqueued
     after the commit; a crash between the two leaves them queued without a
-    message, which the sweep re-sends once they are past the grace period.
+    message, which the sweep re-sends once they are past the grace period. Their
+    due time becomes the time they were sent, as the sweep's own re-sends do: the
+    sweep's grace period counts from when the broker got the message, not from a
+    due time that may have passed long before (a subscriber back after an hour).
     """
     sent = 0
     while True:
@@ -434,7 +437,7 @@ def deliveries_enqueue_due(*, limit: int = ENQUEUE_DUE_BATCH) -> int:
             rows = dict(waiting.order_by("due_at").values_list("id", "attempts")[:limit])
             if not rows:
                 return sent
-            Delivery.objects.filter(pk__in=list(rows)).update(queued=True, updated_at=now)
+            Delivery.objects.filter(pk__in=list(rows)).update(queued=True, due_at=now, updated_at=now)
             transaction.on_commit(lambda rows=rows: queueing.deliveries_enqueue(list(rows), retries=rows))
         sent += len(rows)
         if len(rows) < limit:

@@ -79,6 +79,23 @@ def test_enqueue_due_sends_what_came_due_once_and_leaves_the_rest(no_broker: lis
     assert {in_broker.pk, settled.pk}.isdisjoint(sent)
 
 
+def test_a_delivery_enqueue_due_sent_gets_the_sweeps_full_grace_from_its_sending(
+    no_broker: list, django_capture_on_commit_callbacks, settings
+) -> None:
+    # given a delivery due two hours ago (its subscriber was down), sent now by beat's task
+    settings.HUB_SWEEP_GRACE_SECONDS = 120
+    overdue = DeliveryFactory(attempts=3, queued=False, due_at=timezone.now() - timedelta(hours=2))
+    before = timezone.now()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.deliveries_enqueue_due() == 1
+    # then its due time is when the broker got it, so the sweep does not take the message
+    # in the queue for a lost one (its grace period counts from now, not from two hours ago)
+    row = Delivery.objects.get(pk=overdue.pk)
+    assert row.queued is True and before <= row.due_at <= timezone.now()
+    cutoff = timezone.now() - timedelta(seconds=settings.HUB_SWEEP_GRACE_SECONDS)
+    assert not Delivery.objects.filter(pk=overdue.pk, status=Delivery.Status.PENDING, due_at__lt=cutoff).exists()
+
+
 def test_enqueue_due_works_through_a_backlog_in_batches(no_broker: list, django_capture_on_commit_callbacks) -> None:
     now = timezone.now()
     rows = DeliveryFactory.create_batch(25, attempts=1, queued=False, due_at=now - timedelta(seconds=5))
