@@ -1,24 +1,150 @@
-"""The Redis broker: kombu's Redis transport, with one Redis client per channel instead of one per command.
+"""The Redis broker: kombu's Redis transport with one Redis client per channel, and its ack bookkeeping written late.
 
-kombu's Redis channel builds a new `redis.Redis` client (on its one connection
-pool) for every message it publishes and for most other commands. With
-redis-py 8 a client's construction costs more than the LPUSH it sends: a third
-of a publish request's Python work in the web process, and a large share of a
-spread's. This channel keeps the client it built and hands it out again while
-the channel's connection pool stays the same (kombu replaces the pool after a
-fork or a reconnection; a new client is built then). A `redis.Redis` client is
-safe to share between threads: each command borrows a connection from the pool.
+One client per channel. kombu's Redis channel builds a new `redis.Redis` client
+(on its one connection pool) for every message it publishes and for most other
+commands. With redis-py 8 a client's construction costs more than the LPUSH it
+sends: a third of a publish request's Python work in the web process, and a
+large share of a spread's. This channel keeps the client it built and hands it
+out again while the channel's connection pool stays the same (kombu replaces the
+pool after a fork or a reconnection; a new client is built then). A
+`redis.Redis` client is safe to share between threads: each command borrows a
+connection from the pool.
+
+Ack bookkeeping written late. kombu emulates acknowledgements on Redis: each
+message a worker takes is written to the `unacked` hash and its index (one
+MULTI/EXEC round trip, in the consumer's one thread) and removed again when the
+task acks (another). Measured (bench/RESULTS.md) that was 14 % of a worker's
+samples, and the consumer thread it blocks is the one every message passes
+through. Here both go into a pending list that is written every
+ACK_FLUSH_INTERVAL seconds in one pipeline: a message acked within
+UNACKED_WRITE_DELAY seconds of its arrival (most deliveries take milliseconds)
+never touches Redis again; one held longer (a countdown, a slow callback) is
+written then, with the time it arrived, and removed at its ack as before. Before
+a channel closes (a warm shutdown) and before a message is rejected back to its
+queue everything pending is written, so kombu's restore of unacknowledged
+messages sees all of them, as it would without the delay.
+
+What the delay changes: a worker killed with SIGKILL loses from the broker the
+messages it took in its last UNACKED_WRITE_DELAY + ACK_FLUSH_INTERVAL seconds
+that the hash did not hold yet. Nothing is lost from the hub: the database says
+what is owed and the sweep re-sends it (README, Delivery guarantees), which is
+also what recovers every other message of a killed worker, since kombu would
+give those back only after the visibility timeout (an hour). An ack whose write
+is lost with its worker leaves its entry in the hash: the message comes back
+after the visibility timeout and finds its work done (every task is idempotent).
 
 websubhub/celery.py points kombu's `redis` and `rediss` aliases here, so broker
 URLs stay `redis://` and `rediss://`.
 """
 
+import logging
+import threading
+import time
 from typing import Any
 
-from kombu.transport import redis
+from kombu.transport import redis, virtual
+from kombu.utils.json import dumps
+
+logger = logging.getLogger(__name__)
+
+# Seconds a taken message may go unwritten to the unacked hash (acked sooner: never written).
+UNACKED_WRITE_DELAY = 1.0
+# Seconds between writes of the pending bookkeeping (also at a message or an ack past it).
+ACK_FLUSH_INTERVAL = 0.25
+
+
+class QoS(redis.QoS):
+    """kombu's Redis ack emulation with the writes batched and a quick ack cancelling its message's write."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending_lock = threading.Lock()
+        # One flush at a time, so that an ack's removal never reaches Redis before its message's write.
+        self._flush_lock = threading.Lock()
+        # delivery tag -> (message, time taken): taken, not written to the hash yet.
+        self._unwritten: dict[str, tuple[Any, float]] = {}
+        # Acked messages whose entry is in the hash (or being written): removed at the next flush.
+        self._acked: list[str] = []
+        self._next_flush = time.monotonic() + ACK_FLUSH_INTERVAL
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        with self._pending_lock:
+            self._unwritten[delivery_tag] = (message, time.time())
+        virtual.QoS.append(self, message, delivery_tag)
+        self._flush_when_due()
+
+    def ack(self, delivery_tag: str) -> None:
+        with self._pending_lock:
+            if self._unwritten.pop(delivery_tag, None) is None:
+                self._acked.append(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+        self._flush_when_due()
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        # kombu reads the message back from the hash to requeue it: write it first.
+        self.flush(everything=True)
+        super().reject(delivery_tag, requeue=requeue)
+
+    def restore_unacked(self, client: Any = None) -> Any:
+        # At shutdown kombu puts back what the hash holds of the unacknowledged messages: all of them.
+        self.flush(everything=True)
+        return super().restore_unacked(client)
+
+    def _flush_when_due(self) -> None:
+        if time.monotonic() >= self._next_flush:
+            self.flush()
+
+    def flush(self, *, everything: bool = False) -> None:
+        """Write the pending bookkeeping in one pipeline: every ack, and the messages held past the delay (or all)."""
+        with self._flush_lock:
+            self._next_flush = time.monotonic() + ACK_FLUSH_INTERVAL
+            now = time.time()
+            with self._pending_lock:
+                acked, self._acked = self._acked, []
+                due = [
+                    (tag, message, taken)
+                    for tag, (message, taken) in self._unwritten.items()
+                    if everything or now - taken >= UNACKED_WRITE_DELAY
+                ]
+                for tag, _, _ in due:
+                    del self._unwritten[tag]
+            if not acked and not due:
+                return
+            try:
+                with self.channel.conn_or_acquire() as client:
+                    pipe = client.pipeline()
+                    if due:
+                        pipe.zadd(self.unacked_index_key, {tag: taken for tag, _, taken in due})
+                        pipe.hset(
+                            self.unacked_key,
+                            mapping={
+                                tag: dumps(
+                                    [
+                                        message._raw,
+                                        message.delivery_info["exchange"],
+                                        message.delivery_info["routing_key"],
+                                    ]
+                                )
+                                for tag, message, _ in due
+                            },
+                        )
+                    if acked:
+                        pipe.zrem(self.unacked_index_key, *acked)
+                        pipe.hdel(self.unacked_key, *acked)
+                    pipe.execute()
+            except Exception:
+                # Redis unreachable: keep it all for the next flush (kombu reconnects meanwhile).
+                with self._pending_lock:
+                    acked_meanwhile = set(self._acked)
+                    self._acked[:0] = acked
+                    for tag, message, taken in due:
+                        if tag not in acked_meanwhile:
+                            self._unwritten.setdefault(tag, (message, taken))
+                raise
 
 
 class Channel(redis.Channel):
+    QoS = QoS
     _hub_client: tuple[Any, Any] | None = None
 
     def _create_client(self, asynchronous: bool = False) -> Any:
@@ -30,6 +156,30 @@ class Channel(redis.Channel):
             cached = self._hub_client = (pool, super()._create_client())
         return cached[1]
 
+    def close(self) -> None:
+        # Acks still pending are written before the channel goes (a message with none left restores nothing).
+        if not self.closed and self._qos is not None:
+            try:
+                self._qos.flush(everything=True)
+            except Exception:  # a broken connection: what is left is the hash's and the sweep's
+                logger.warning("broker channel closing: pending ack bookkeeping not written", exc_info=True)
+        super().close()
+
 
 class Transport(redis.Transport):
     Channel = Channel
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)
+        cycle = self.cycle
+        previous = getattr(cycle, "_hub_ack_flush_tref", None)
+        if previous is not None:
+            previous.cancel()
+        # Writes what waits when no message or ack comes to do it (an idle worker's last acks).
+        cycle._hub_ack_flush_tref = loop.call_repeatedly(ACK_FLUSH_INTERVAL, self._flush_channels)
+
+    def _flush_channels(self) -> None:
+        for channel in list(self.channels):
+            qos = channel._qos
+            if qos is not None and not channel.closed:
+                qos.flush()
