@@ -1060,6 +1060,8 @@ class Bench:
         ]
         if self.args.profile == "idle":
             command.append("--idle")
+        elif self.args.profile == "gil":
+            command.append("--gil")
         process = PROCS.start(name, command, dict(os.environ))
         time.sleep(1.0)  # let it attach before the load starts
         self.notes.append(f"profile: bench/out/{name}.txt (py-spy collapsed stacks)")
@@ -1761,9 +1763,10 @@ def main() -> None:
         "--profile",
         nargs="?",
         const="cpu",
-        choices=["cpu", "idle"],
+        choices=["cpu", "idle", "gil"],
         default=None,
-        help="py-spy the workers of e2e runs (cpu samples, or idle too) into bench/out/profile-*.txt",
+        help="py-spy the workers of e2e runs into bench/out/profile-*.txt: cpu samples (threads not idle), idle "
+        "too, or gil (only the thread holding the GIL: where the Python work goes)",
     )
     parser.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
