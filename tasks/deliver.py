@@ -1,4 +1,5 @@
 from celery import Task, shared_task
+from celery.signals import worker_init, worker_process_shutdown, worker_shutdown
 
 from subscriptions import services
 from tasks.retry import WORK_DATABASE_RETRY
@@ -50,3 +51,16 @@ def deliver(self, *, delivery_id: int, reserved: bool = False) -> None:
         countdown=resend.countdown or None,
         queue=QueueName.DELIVER_RETRY if resend.attempted else QueueName.DELIVER,
     )
+
+
+@worker_init.connect
+def _outcome_batching_start(**kwargs: object) -> None:
+    """A worker records delivered outcomes in batches (services.outcome_batching_start; prefork children inherit it)."""
+    services.outcome_batching_start()
+
+
+@worker_shutdown.connect
+@worker_process_shutdown.connect
+def _outcome_batching_stop(**kwargs: object) -> None:
+    """A warm shutdown records what the batch holds before the process ends."""
+    services.outcome_batching_stop()

@@ -29,7 +29,7 @@ from subscriptions import delivery, http, metrics, ratelimit
 from subscriptions.metrics import DeliveryOutcome
 from subscriptions.models import Delivery, DeliveryAttempt, Subscription
 from subscriptions.selectors import DeliveryWork, delivery_work, notification_payload
-from subscriptions.services import breaker, events, queueing
+from subscriptions.services import breaker, events, outcome_writer, queueing
 from subscriptions.services.breaker import Breaker
 from websubhub.db import connection_release
 from websubhub.hub_settings import hub_settings
@@ -294,7 +294,10 @@ def _attempt_record(
     outcome = {"last_status_code": result.status_code, "last_attempt_at": done}
 
     if result.outcome is delivery.Outcome.DELIVERED:
-        _outcome_write(work, attempt_row, status=Delivery.Status.DELIVERED, delivered_at=done, last_error="", **outcome)
+        fields = {"status": Delivery.Status.DELIVERED, "delivered_at": done, "last_error": "", **outcome}
+        # In a worker, the writer thread records it with others in one transaction (outcome_writer).
+        if not outcome_writer.writer.submit((work.delivery_id, attempt_row, {**fields, "updated_at": timezone.now()})):
+            _outcome_write(work, attempt_row, **fields)
         logger.info("delivery %s of notification %s to subscription %s: attempt %s delivered (%s, %sms)", *log_args)
         metrics.delivery_delivered(published_at=published_at, delivered_at=done)
         if probing or board.failing:
@@ -343,7 +346,7 @@ def _attempt_record(
     return False, Resend(countdown=wait, attempted=True) if in_broker else None
 
 
-def _outcome_write(work: DeliveryWork, attempt_row: dict[str, Any], **fields: Any) -> bool:
+def _outcome_write(work: DeliveryWork | int, attempt_row: dict[str, Any], **fields: Any) -> bool:
     """Add the attempt to the log and write the delivery's outcome (only while it is pending); True when written.
 
     One statement on PostgreSQL (the INSERT in a WITH clause of the UPDATE), one
@@ -355,6 +358,7 @@ def _outcome_write(work: DeliveryWork, attempt_row: dict[str, Any], **fields: An
     guarantees). Accepting a notification and creating its deliveries stay
     synchronous: nothing accepted is lost.
     """
+    delivery_id = work if isinstance(work, int) else work.delivery_id
     fields["updated_at"] = timezone.now()
     connection = connections["default"]
     insert, update = _outcome_sql(connection, tuple(attempt_row), tuple(fields))
@@ -364,7 +368,7 @@ def _outcome_write(work: DeliveryWork, attempt_row: dict[str, Any], **fields: An
                 f"WITH attempt AS ({insert}) {update}"
                 # This statement's own transaction commits without waiting for the WAL flush.
                 " AND set_config('synchronous_commit', 'off', true) IS NOT NULL",
-                [work.delivery_id, *attempt_row.values(), *fields.values(), work.delivery_id],
+                [delivery_id, *attempt_row.values(), *fields.values(), delivery_id],
             )
             return cursor.rowcount == 1
     # Raw statements with each value prepared by its field, as the ORM would (the ORM's own
@@ -372,9 +376,81 @@ def _outcome_write(work: DeliveryWork, attempt_row: dict[str, Any], **fields: An
     attempt_values = [_db_value(DeliveryAttempt, name, value, connection) for name, value in attempt_row.items()]
     delivery_values = [_db_value(Delivery, name, value, connection) for name, value in fields.items()]
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(insert, [work.delivery_id, *attempt_values])
-        cursor.execute(update, [*delivery_values, work.delivery_id])
+        cursor.execute(insert, [delivery_id, *attempt_values])
+        cursor.execute(update, [*delivery_values, delivery_id])
         return cursor.rowcount == 1
+
+
+def outcome_batching_start() -> None:
+    """From now on this process's delivered outcomes are recorded by its writer thread (a worker's start)."""
+    outcome_writer.writer.enable(outcomes_write)
+
+
+def outcome_batching_stop() -> None:
+    """Record what the writer thread holds, and write outcomes in their own tasks again (a worker's end)."""
+    outcome_writer.writer.stop()
+
+
+def outcomes_write(batch: list[outcome_writer.Outcome]) -> None:
+    """Record many outcomes (delivery id, attempt row, the delivery's fields) in one transaction.
+
+    The outcome writer's batch: on PostgreSQL each outcome is _outcome_write's one
+    statement, sent together (executemany) and committed once, asynchronously. Rows
+    go in delivery id order, so two writers never wait on each other in a cycle. A
+    batch the database refuses for one of its rows (an answer it cannot store, a
+    delivery deleted meanwhile) is recorded again one outcome at a time, that one
+    as a bare attempt; an unreachable database raises, and the writer tries again.
+    """
+    connection = connections["default"]
+    groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[outcome_writer.Outcome]] = {}
+    for outcome in sorted(batch, key=lambda o: o[0]):
+        groups.setdefault((tuple(outcome[1]), tuple(outcome[2])), []).append(outcome)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            for (attempt_fields, delivery_fields), outcomes in groups.items():
+                insert, update = _outcome_sql(connection, attempt_fields, delivery_fields)
+                if connection.vendor == "postgresql":
+                    cursor.executemany(
+                        f"WITH attempt AS ({insert}) {update}"
+                        " AND set_config('synchronous_commit', 'off', true) IS NOT NULL",
+                        [[d, *row.values(), *fields.values(), d] for d, row, fields in outcomes],
+                    )
+                    continue
+                cursor.executemany(
+                    insert,
+                    [
+                        [d, *(_db_value(DeliveryAttempt, k, v, connection) for k, v in row.items())]
+                        for d, row, _ in outcomes
+                    ],
+                )
+                cursor.executemany(
+                    update,
+                    [
+                        [*(_db_value(Delivery, k, v, connection) for k, v in fields.items()), d]
+                        for d, _, fields in outcomes
+                    ],
+                )
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        logger.info("a batch of %s outcomes was refused; recording them one at a time", len(batch), exc_info=True)
+        for outcome in batch:
+            _outcome_write_alone(*outcome)
+
+
+def _outcome_write_alone(delivery_id: int, attempt_row: dict[str, Any], fields: dict[str, Any]) -> None:
+    """One outcome of a refused batch: as it is, else as a bare attempt (what the subscriber said is dropped)."""
+    try:
+        _outcome_write(delivery_id, attempt_row, **fields)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        if not Delivery.objects.filter(pk=delivery_id).exists():
+            logger.info("delivery %s was deleted during its attempt; not recorded", delivery_id)
+            return
+        logger.exception("delivery %s: recording attempt %s failed", delivery_id, attempt_row.get("number"))
+        bare = {**attempt_row, "error": "internal error", "response_body": ""}
+        _outcome_write(delivery_id, bare, **fields)
 
 
 def _db_value(model: type, name: str, value: Any, connection: Any) -> Any:
