@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import beat_embedded_init, task_postrun, task_prerun
 from kombu import Exchange, Queue
 from kombu.transport import TRANSPORT_ALIASES
 
@@ -50,6 +50,14 @@ def _make_broker_folders(sender: Celery, **kwargs: object) -> None:
     for option in FILESYSTEM_FOLDER_OPTIONS:
         if options.get(option):
             Path(options[option]).mkdir(parents=True, exist_ok=True)
+
+
+@beat_embedded_init.connect
+def _embedded_beat_dies_with_worker(**kwargs: object) -> None:
+    """The beat process of `worker -B` ends with its worker (websubhub/siblings.py)."""
+    from websubhub.siblings import embedded_beat_dies_with_worker
+
+    embedded_beat_dies_with_worker()
 
 
 @task_prerun.connect

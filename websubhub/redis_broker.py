@@ -58,9 +58,11 @@ class QoS(redis.QoS):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pending_lock = threading.Lock()
+        # Reentrant: a warm shutdown's signal handler may close the channel (and flush) while the
+        # consumer's thread it interrupted holds either lock.
+        self._pending_lock = threading.RLock()
         # One flush at a time, so that an ack's removal never reaches Redis before its message's write.
-        self._flush_lock = threading.Lock()
+        self._flush_lock = threading.RLock()
         # delivery tag -> (message, time taken): taken, not written to the hash yet.
         self._unwritten: dict[str, tuple[Any, float]] = {}
         # Acked messages whose entry is in the hash (or being written): removed at the next flush.

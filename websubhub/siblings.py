@@ -54,6 +54,19 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def embedded_beat_dies_with_worker() -> None:
+    """In the beat process a worker forks for -B: end with the worker, even one killed with SIGKILL.
+
+    Celery's embedded beat is a child process with no tie to the worker's life: a
+    worker killed outright left it running, sending the periodic tasks (a second
+    beat once the worker was started again).
+    """
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the worker died before the tie was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def sibling_command(argv: list[str], *, hostname: str, number: int) -> list[str]:
     """The first worker's command line for sibling `number`: same options, its own node name, no beat, no pidfile."""
     name, _, host = hostname.partition("@")

@@ -87,9 +87,22 @@ def test_a_warm_shutdown_of_the_first_stops_its_siblings(worker: WorkerProcess) 
     wait_until(lambda: not _alive(sibling), timeout=30, what="the sibling stopped")
 
 
-def test_a_first_process_killed_outright_takes_its_siblings_down(worker: WorkerProcess) -> None:
+def _embedded_beat(first: int) -> list[int]:
+    """The beat process the first worker forked for --beat (its child without a node name of its own)."""
+    return [
+        pid
+        for pid in _children(first)
+        if "--hostname" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        and _alive(pid)
+    ]
+
+
+def test_a_first_process_killed_outright_takes_its_siblings_and_its_beat_down(worker: WorkerProcess) -> None:
     (sibling,) = wait_until(lambda: _siblings(worker.process.pid), what="the sibling")
+    (beat,) = wait_until(lambda: _embedded_beat(worker.process.pid), what="the embedded beat")
     os.kill(worker.process.pid, signal.SIGKILL)
     worker.process.wait(timeout=10)
     # the kernel's parent-death signal (SIGTERM): the sibling finishes what it holds and exits
     wait_until(lambda: not _alive(sibling), timeout=60, what="the orphaned sibling gone")
+    # and the beat ends too, rather than go on sending the periodic tasks (a second beat after a restart)
+    wait_until(lambda: not _alive(beat), timeout=60, what="the orphaned beat gone")
