@@ -382,13 +382,16 @@ def _outcome_write(work: DeliveryWork | int, attempt_row: dict[str, Any], **fiel
 
 
 def outcome_batching_start() -> None:
-    """From now on this process's delivered outcomes are recorded by its writer thread (a worker's start)."""
+    """From now on this process's delivered outcomes are recorded by its writer thread, and its give-backs of
+    in-flight places and claims sent in batches (a worker's start)."""
     outcome_writer.writer.enable(outcomes_write)
+    ratelimit.give_backs.enable()
 
 
 def outcome_batching_stop() -> None:
-    """Record what the writer thread holds, and write outcomes in their own tasks again (a worker's end)."""
+    """Record and send what those threads hold; the tasks write and send their own again (a worker's end)."""
     outcome_writer.writer.stop()
+    ratelimit.give_backs.stop()
 
 
 def outcomes_write(batch: list[outcome_writer.Outcome]) -> None:
