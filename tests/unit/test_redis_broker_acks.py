@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
-from kombu import Connection
+from kombu import Connection, Consumer, Queue
 
 from websubhub import redis_broker
 
@@ -130,3 +130,33 @@ def test_a_message_rejected_back_to_its_queue_before_it_was_written_is_requeued(
         queue.channel.qos.flush(everything=True)
         assert _held(connection, keys) == {}
         queue.close()
+
+
+def test_one_brpop_answer_brings_the_messages_behind_it_up_to_the_prefetch_count(keys: dict) -> None:
+    # given 10 messages waiting, and a consumer allowed 4 unacknowledged
+    with _connection(keys) as connection:
+        channel = connection.channel()
+        queue = Queue(keys["queue"], channel=channel)
+        queue.declare()
+        producer = connection.Producer(channel)
+        for n in range(10):
+            producer.publish({"n": n}, routing_key=keys["queue"])
+        received: list = []
+        consumer = Consumer(channel, [queue], callbacks=[lambda body, message: received.append(message)])
+        consumer.qos(prefetch_count=4)
+        consumer.consume()
+        # when the consumer reads one answer
+        connection.drain_events(timeout=5)
+        # then the three behind the first came with it, in order, and the rest wait in the queue
+        assert [m.payload["n"] for m in received] == [0, 1, 2, 3]
+        assert channel.client.llen(keys["queue"]) == 6
+        for message in received:
+            message.ack()
+        received.clear()
+        connection.drain_events(timeout=5)
+        assert [m.payload["n"] for m in received] == [4, 5, 6, 7]
+        for message in received:
+            message.ack()
+        consumer.cancel()
+        channel.qos.flush(everything=True)
+        assert _held(connection, keys) == {}
