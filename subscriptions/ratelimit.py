@@ -16,7 +16,7 @@ writers (SQLite has one at a time), and the file is written without syncing to
 disk (`synchronous=OFF`): a machine crash may forget the current windows, which
 costs at most one window of sends over the limit, never a delivery.
 
-Why one module of about 430 lines: the rate's one parser (also read by the
+Why one module of about 380 lines: the rate's one parser (also read by the
 admin, the API, the throttles and hub_settings), the window's two stores and the
 in-flight cap are one rule, "may this callback be sent to now", kept behind
 two calls (`attempt_admit`, `attempt_give_back`, whose batches in a worker are
@@ -39,6 +39,8 @@ from typing import Any
 
 from django.conf import settings
 from redis.exceptions import NoScriptError
+
+from subscriptions.batching import BatchThread
 
 logger = logging.getLogger(__name__)
 
@@ -324,7 +326,7 @@ def attempt_give_back(delivery: str, callback: str, admission: Admission, *, set
     if admission.token:
         keys = _keys(delivery, callback)[:2]
         args = [admission.token, SETTLED_TOMBSTONE_MS if settled else 0]
-        if not give_backs.submit(keys, args):
+        if not give_backs.submit((keys, args)):
             script_run(_GIVE_BACK_LUA, keys, args)
 
 
@@ -333,8 +335,8 @@ GIVE_BACK_LINGER_SECONDS = 0.005
 GIVE_BACK_BATCH_MAX = 500
 
 
-class GiveBacks:
-    """A worker process's give-backs, sent by one thread in one pipeline every few milliseconds.
+class GiveBacks(BatchThread[tuple[list[str], list[Any]]]):
+    """A worker process's give-backs, (keys, arguments) each, sent by one thread in one pipeline every few ms.
 
     A give-back frees a callback's place among its requests in flight and ends a
     claim (or starts its tombstone); no task waits on its answer, and this spared
@@ -342,78 +344,16 @@ class GiveBacks:
     that dies with some unsent leaves those places and claims to end with their
     lease (HUB_HTTP_TOTAL_TIMEOUT + 5 s), as for a worker killed during a POST; a
     warm shutdown sends them first (`stop`). Only a worker turns it on
-    (services.outcome_batching_start); elsewhere `submit` refuses and the caller
-    sends its own.
+    (services.outcome_batching_start), and only with Redis.
     """
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._items: list[tuple[list[str], list[Any]]] = []
-        self._sending = 0
-        self._enabled = False
-        self._thread: threading.Thread | None = None
-        self._pid = 0
+    thread_name = "hub-give-backs"
+    linger = GIVE_BACK_LINGER_SECONDS
+    batch_max = GIVE_BACK_BATCH_MAX
 
-    def enable(self) -> None:
-        with self._cond:
-            self._enabled = bool(settings.REDIS_URL)
-
-    def submit(self, keys: list[str], args: list[Any]) -> bool:
-        with self._cond:
-            if not self._enabled:
-                return False
-            if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
-                if self._pid != os.getpid():
-                    self._items, self._sending = [], 0
-                self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name="hub-give-backs", daemon=True)
-                self._thread.start()
-            self._items.append((keys, args))
-            if len(self._items) == 1:
-                self._cond.notify_all()
-        return True
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every give-back handed over so far is sent; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while (self._items or self._sending) and self._pid == os.getpid():
-                if self._thread is None or not self._thread.is_alive():
-                    return False
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-        return True
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Send what is pending, and let the callers send their own again."""
-        with self._cond:
-            self._enabled = False
-            self._cond.notify_all()
-        self.flush(timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._items:
-                    if not self._enabled:
-                        return
-                    self._cond.wait(1.0)
-                enabled = self._enabled
-            if enabled:
-                time.sleep(GIVE_BACK_LINGER_SECONDS)
-            with self._cond:
-                batch, self._items = self._items[:GIVE_BACK_BATCH_MAX], self._items[GIVE_BACK_BATCH_MAX:]
-                self._sending = len(batch)
-            try:
-                self._send(batch)
-            except Exception:  # Redis unreachable: the leases end these places and claims
-                logger.warning("%s give-backs not sent; their leases end them", len(batch), exc_info=True)
-            finally:
-                with self._cond:
-                    self._sending = 0
-                    self._cond.notify_all()
+    def enable(self) -> None:  # type: ignore[override]
+        if settings.REDIS_URL:
+            super().enable(self._send)
 
     @staticmethod
     def _send(batch: list[tuple[list[str], list[Any]]]) -> None:
@@ -421,14 +361,16 @@ class GiveBacks:
         if sha is None:
             digest = hashlib.sha1(_GIVE_BACK_LUA.encode(), usedforsecurity=False)
             sha = _script_shas[_GIVE_BACK_LUA] = digest.hexdigest()
-        client = redis_client()
-        pipe = client.pipeline(transaction=False)
-        for keys, args in batch:
-            pipe.evalsha(sha, len(keys), *keys, *args)
-        results = pipe.execute(raise_on_error=False)
-        unknown = [item for item, result in zip(batch, results, strict=True) if isinstance(result, NoScriptError)]
-        for keys, args in unknown:  # the server lost its scripts (restarted or flushed): load it, send again
-            script_run(_GIVE_BACK_LUA, keys, args)
+        try:
+            pipe = redis_client().pipeline(transaction=False)
+            for keys, args in batch:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            results = pipe.execute(raise_on_error=False)
+            unknown = [item for item, result in zip(batch, results, strict=True) if isinstance(result, NoScriptError)]
+            for keys, args in unknown:  # the server lost its scripts (restarted or flushed): load it, send again
+                script_run(_GIVE_BACK_LUA, keys, args)
+        except Exception:  # Redis unreachable: the leases end these places and claims
+            logger.warning("%s give-backs not sent; their leases end them", len(batch), exc_info=True)
 
 
 give_backs = GiveBacks()

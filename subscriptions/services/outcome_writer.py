@@ -23,15 +23,14 @@ tasks/deliver.py); elsewhere (the web, a shell, the unit tests that call the
 delivering service) `submit` refuses and the caller writes the outcome itself.
 """
 
-import atexit
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from django.db import InterfaceError, OperationalError, connections
+
+from subscriptions.batching import BatchThread
 
 logger = logging.getLogger("subscriptions.services")
 
@@ -51,96 +50,22 @@ STOP_GIVE_UP_SECONDS = 10.0
 Outcome = tuple[int, dict[str, Any], dict[str, Any]]
 
 
-class OutcomeWriter:
-    """A queue of outcomes and the thread that writes them; one per process (`writer`)."""
+class OutcomeWriter(BatchThread[Outcome]):
+    """The outcomes handed over by this process's tasks, and the thread that records them; one per process."""
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._items: list[Outcome] = []
-        self._writing = 0
-        self._write: Callable[[list[Outcome]], None] | None = None
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-        self._stopping = False
-        self._exit_hook = False
+    thread_name = "hub-outcome-writer"
+    linger = BATCH_LINGER_SECONDS
+    batch_max = BATCH_MAX
+    queue_limit = QUEUE_LIMIT
 
-    def enable(self, write: Callable[[list[Outcome]], None]) -> None:
-        """Hand outcomes to a writer thread from now on; `write` records a batch (delivering.outcomes_write)."""
-        with self._cond:
-            self._write = write
-            self._stopping = False
-            if not self._exit_hook:
-                # A process that ends without the worker's shutdown signal still writes what it holds.
-                atexit.register(self.stop)
-                self._exit_hook = True
-
-    def submit(self, outcome: Outcome) -> bool:
-        """Queue one outcome for the writer thread; False when the caller must write it itself."""
-        with self._cond:
-            if self._write is None or self._stopping or len(self._items) >= QUEUE_LIMIT:
-                return False
-            if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
-                # First use in this process (a prefork child inherits no thread from its parent).
-                if self._pid != os.getpid():
-                    self._items, self._writing = [], 0
-                self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name="hub-outcome-writer", daemon=True)
-                self._thread.start()
-            self._items.append(outcome)
-            if len(self._items) == 1:
-                self._cond.notify_all()
-        return True
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything handed over so far is written (or given up); False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._items or self._writing:
-                if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
-                    return not self._items
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-        return True
+    def enable(self, write: Callable[[list[Outcome]], None]) -> None:  # type: ignore[override]
+        """Hand outcomes to the writer thread from now on; `write` records a batch (delivering.outcomes_write)."""
+        super().enable(lambda batch: self._batch_write(write, batch))
 
     def stop(self, timeout: float = STOP_GIVE_UP_SECONDS + 5) -> None:
-        """Write what is queued, then end the thread; later outcomes are written by their tasks."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-            thread = self._thread if self._pid == os.getpid() else None
-        if thread is not None:
-            thread.join(timeout)
-        with self._cond:
-            self._write = None
-            self._thread = None
+        super().stop(timeout)
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._items and not self._stopping:
-                    self._cond.wait()
-                if not self._items:
-                    self._cond.notify_all()
-                    return
-                stopping = self._stopping
-            if not stopping:
-                time.sleep(BATCH_LINGER_SECONDS)
-            with self._cond:
-                batch, self._items = self._items[:BATCH_MAX], self._items[BATCH_MAX:]
-                self._writing = len(batch)
-            try:
-                self._batch_write(batch)
-            finally:
-                with self._cond:
-                    self._writing = 0
-                    self._cond.notify_all()
-
-    def _batch_write(self, batch: list[Outcome]) -> None:
-        write = self._write
-        if write is None:
-            return
+    def _batch_write(self, write: Callable[[list[Outcome]], None], batch: list[Outcome]) -> None:
         wait = RETRY_FIRST_SECONDS
         given_up_at = None
         while True:
@@ -150,7 +75,7 @@ class OutcomeWriter:
             except (OperationalError, InterfaceError):
                 # The database is unreachable (or a deadlock was broken): try the batch again.
                 connections["default"].close()
-                if self._stopping:
+                if self.stopping:
                     given_up_at = given_up_at or time.monotonic() + STOP_GIVE_UP_SECONDS
                     if time.monotonic() >= given_up_at:
                         logger.error(
@@ -164,7 +89,7 @@ class OutcomeWriter:
                 wait = min(wait * 2, RETRY_MAX_SECONDS)
             except Exception:
                 # Never happens by design (delivering.outcomes_write records a row it cannot write
-                # as a bare attempt): keep the thread alive, and leave those deliveries to the sweep.
+                # as a bare attempt): keep the thread, and leave those deliveries to the sweep.
                 logger.exception("recording %s delivered outcomes broke: the sweep sends them again", len(batch))
                 return
             finally:

@@ -58,7 +58,7 @@ def test_give_backs_reach_a_redis_that_lost_its_scripts(batching) -> None:
 
 
 def test_outside_a_worker_the_caller_gives_back_itself() -> None:
-    assert ratelimit.give_backs.submit(["k"], [1]) is False
+    assert ratelimit.give_backs.submit((["k"], [1])) is False
     callback = f"https://give-back.example/{uuid.uuid4()}"
     delivery = str(uuid.uuid4())
     admission = _admit(delivery, callback)

@@ -141,7 +141,7 @@ def test_stop_records_what_is_queued_and_later_outcomes_go_back_to_their_tasks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # given outcomes handed over while the writer lingers
-    monkeypatch.setattr(outcome_writer, "BATCH_LINGER_SECONDS", 0.5)
+    monkeypatch.setattr(outcome_writer.writer, "linger", 0.5)
     deliveries = DeliveryFactory.create_batch(3, due_at=timezone.now() - timedelta(seconds=1))
     outcome_writer.writer.enable(delivering.outcomes_write)
     for delivery in deliveries:
