@@ -5,6 +5,7 @@ Bind address and worker count stay on the command line.
 
 import logging
 import os
+import sys
 
 from websubhub.hub_settings import environment_value
 from websubhub.logformat import LOG_FORMATTERS
@@ -43,9 +44,26 @@ control_socket = str(environment_value("HUB_VAR_DIR") / "gunicorn.ctl")
 
 
 def post_worker_init(worker: object) -> None:
-    """Without --access-logfile, no access lines: the logconfig_dict above alone would turn them on."""
+    """Without --access-logfile, no access lines: the logconfig_dict above alone would turn them on.
+
+    And the worker's publishes go to spread from its sender thread (services/spread_sender.py).
+    """
     if worker.cfg.accesslog is None:  # type: ignore[attr-defined]
         logging.getLogger("gunicorn.access").disabled = True
+    from django.apps import apps
+
+    # The hub's application is loaded by now (bench/baseline_app.py, served with these settings, is not the hub).
+    if apps.ready and apps.is_installed("subscriptions"):
+        from subscriptions.services import spread_batching_start
+
+        spread_batching_start()
+
+
+def worker_exit(server: object, worker: object) -> None:
+    """A web worker stops: send the spread messages its sender thread still holds (services/spread_sender.py)."""
+    sender = sys.modules.get("subscriptions.services.spread_sender")
+    if sender is not None:  # not when the worker failed before loading the hub
+        sender.spread_batching_stop()
 
 
 def child_exit(server: object, worker: object) -> None:

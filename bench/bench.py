@@ -988,12 +988,7 @@ class Bench:
             deliveries = self.dbtool(env, "deliveries")
         finally:
             if profiler is not None:
-                # py-spy writes its file on SIGINT.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(profiler.pid, signal.SIGINT)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    profiler.wait(30)
-                PROCS.stop(profiler)
+                self.profile_stop(profiler)
             self.stop_workers(workers)
         first_publish = min(r[2] for r in results) if results else time.time()
         healthy = [r for r in records if r["p"] in healthy_paths]
@@ -1038,11 +1033,15 @@ class Bench:
 
     def _profile_start(self, workers: list[subprocess.Popen], topic: str) -> subprocess.Popen | None:
         """py-spy on the first worker and its pool children, as collapsed stacks in bench/out/ (optional)."""
+        name = f"profile-{topic.split('.')[1].lower()}-{len(self.details)}"
+        return self.profile_process(workers[0].pid, name, self.args.max_wait)
+
+    def profile_process(self, pid: int, name: str, seconds: float) -> subprocess.Popen | None:
+        """py-spy on process pid and its children for `seconds`, into bench/out/{name}.txt (collapsed stacks)."""
         py_spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
         if not Path(py_spy).exists():
             self.log("--profile: py-spy not found (pip install py-spy into .venv); not profiling")
             return None
-        name = f"profile-{topic.split('.')[1].lower()}-{len(self.details)}"
         command = [
             py_spy,
             "record",
@@ -1052,11 +1051,11 @@ class Bench:
             "--rate",
             "50",
             "--duration",
-            str(round(self.args.max_wait)),
+            str(round(seconds)),
             "-o",
             str(OUT / f"{name}.txt"),
             "-p",
-            str(workers[0].pid),
+            str(pid),
         ]
         if self.args.profile == "idle":
             command.append("--idle")
@@ -1066,6 +1065,14 @@ class Bench:
         time.sleep(1.0)  # let it attach before the load starts
         self.notes.append(f"profile: bench/out/{name}.txt (py-spy collapsed stacks)")
         return process
+
+    def profile_stop(self, profiler: subprocess.Popen) -> None:
+        # py-spy writes its file on SIGINT.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(profiler.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            profiler.wait(30)
+        PROCS.stop(profiler)
 
     def e2e(self, spec: str) -> None:
         s, m = self.args.subscribers, self.args.notifications
@@ -1192,8 +1199,13 @@ class Bench:
                 publish(f"{url}/api/notifications/", "BENCH.PUBLISH.warmup", 4 * c, c, 60, self.headers[url])
             self.flush_redis()
             # Alternating rounds, so that drift on a shared machine hits both sides alike.
-            for _ in range(rounds):
+            for index in range(rounds):
+                profiler = None
+                if self.args.profile and index == 0:
+                    profiler = self.profile_process(self.web.pid, "profile-publish-web", 30)
                 hubs.append(self.publish_round(hub_url))
+                if profiler is not None:
+                    self.profile_stop(profiler)
                 self.flush_redis()
                 bases.append(self.publish_round(f"http://127.0.0.1:{port}"))
         finally:
@@ -1765,7 +1777,8 @@ def main() -> None:
         const="cpu",
         choices=["cpu", "idle", "gil"],
         default=None,
-        help="py-spy the workers of e2e runs into bench/out/profile-*.txt: cpu samples (threads not idle), idle "
+        help="py-spy the workers of e2e runs and the web of the first publish round into bench/out/profile-*.txt: "
+        "cpu samples (threads not idle), idle "
         "too, or gil (only the thread holding the GIL: where the Python work goes)",
     )
     parser.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")

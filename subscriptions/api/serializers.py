@@ -1,5 +1,7 @@
 """What the JSON API accepts and returns. Secrets are write-only: no serializer ever returns one."""
 
+from typing import Any
+
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -68,6 +70,28 @@ class NotificationCreateSerializer(serializers.Serializer):
         except services.HubError as exc:
             raise serializers.ValidationError(hub_error_for_api(exc)[1]) from None
         return value
+
+
+def notification_create_fields(data: object) -> dict[str, Any]:
+    """The validated fields of a publish request body: NotificationCreateSerializer's, refusals its own.
+
+    A body that is plainly valid (an object with a topic string the hub can publish
+    on and a content) is read directly: building the serializer (its fields copied
+    per instance) and running its validation was a tenth of a publish's CPU. Any
+    other body goes through the serializer, which says precisely what is wrong.
+    """
+    if isinstance(data, dict) and "content" in data:
+        topic = data.get("topic")
+        if type(topic) is str and 0 < len(topic) <= MAX_TOPIC_LENGTH:
+            try:
+                services.topic_keys_for_publish(topic)
+            except services.HubError:
+                pass
+            else:
+                return {"topic": topic, "content": data["content"]}
+    serializer = NotificationCreateSerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
 
 
 class NotificationSerializer(serializers.ModelSerializer):

@@ -53,6 +53,7 @@ from subscriptions.services.retention import (
     retention_window_start,
     subscription_erase,
 )
+from subscriptions.services.spread_sender import spread_batching_start, spread_batching_stop
 from subscriptions.services.subscribing import (
     subscription_delete,
     subscription_request,
@@ -93,6 +94,8 @@ __all__ = [
     "retry_delay",
     "retry_delay_max",
     "secret_validate",
+    "spread_batching_start",
+    "spread_batching_stop",
     "subscription_delete",
     "subscription_erase",
     "subscription_pause",

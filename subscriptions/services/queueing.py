@@ -72,29 +72,32 @@ def deliveries_release(which: Q) -> int:
         released += len(rows)
 
 
-class DeliverMessages:
-    """Deliver task messages built from one template: what `send_task` would send, without its per-call work.
+class TaskMessages:
+    """Messages of one task built from one template: what `send_task` would send, without its per-call work.
 
-    A fan-out sends thousands of messages that differ only in the task id and the
-    delivery id. Celery builds each one from its configuration (a chain of
-    lookups per option) and declares its queue each time, which made spreading
-    10,000 deliveries take seconds; here the headers and properties are built
-    once, by Celery (`as_task_v2`, protocol 2), and copied with the two fields
-    changed. The queue is declared with the first message sent to it.
+    A fan-out sends thousands of messages that differ only in the task id and
+    one keyword argument (the delivery id; a notification id for spread). Celery
+    builds each one from its configuration (a chain of lookups per option) and
+    declares its queue each time, which made spreading 10,000 deliveries take
+    seconds; here the headers and properties are built once, by Celery
+    (`as_task_v2`, protocol 2), and copied with those two fields changed. The
+    queue is declared with the first message sent to it.
     """
 
-    def __init__(self, producer: Producer) -> None:
+    def __init__(self, producer: Producer, task_name: str, argument: str) -> None:
         self.producer = producer
+        self.argument = argument
         amqp = celery_app.amqp
         self.queues = amqp.queues
-        self.template = amqp.as_task_v2(uuid(), TaskName.DELIVER, args=(), kwargs={"delivery_id": 0})
+        # ignore_result as send_task leaves it when the caller gives none.
+        self.template = amqp.as_task_v2(uuid(), task_name, args=(), kwargs={argument: 0}, ignore_result=None)
         self.serializer = celery_app.conf.task_serializer
         self.declared: set[str] = set()
 
-    def publish(self, delivery_id: int, queue_name: str) -> None:
+    def send(self, value: int, queue_name: str) -> None:
         headers, properties, (args, _, embed), _ = self.template
         task_id = uuid()
-        kwargs = {"delivery_id": delivery_id}
+        kwargs = {self.argument: value}
         queue = self.queues[queue_name]
         declare = None
         if queue_name not in self.declared:
@@ -110,3 +113,13 @@ class DeliverMessages:
             headers={**headers, "id": task_id, "root_id": task_id, "kwargsrepr": repr(kwargs)},
             **{**properties, "correlation_id": task_id},
         )
+
+
+class DeliverMessages(TaskMessages):
+    """Deliver task messages (`deliver(delivery_id=...)`) from one template."""
+
+    def __init__(self, producer: Producer) -> None:
+        super().__init__(producer, TaskName.DELIVER, "delivery_id")
+
+    def publish(self, delivery_id: int, queue_name: str) -> None:
+        self.send(delivery_id, queue_name)

@@ -1,14 +1,28 @@
 """gunicorn.conf.py: each hub's web server keeps its control socket under its own var directory; access lines."""
 
+import json
 import os
 import stat
 import subprocess
 from pathlib import Path
+from urllib.request import Request, urlopen
 
+import pytest
 from gunicorn.ctl.client import ControlClient
 
-from tests.support.processes import GUNICORN, answers, free_port, gunicorn_serving
-from tests.support.subscriber import wait_until
+from tests.support.auth import token_for
+from tests.support.factories import SubscriptionFactory
+from tests.support.processes import (
+    GUNICORN,
+    WorkerProcess,
+    _database_url,
+    answers,
+    free_port,
+    gunicorn_serving,
+    queue_drain,
+)
+from tests.support.subscriber import Subscriber, wait_until
+from websubhub.queues import QueueName
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,3 +79,38 @@ def test_without_access_logfile_gunicorn_writes_no_access_lines(tmp_path: Path) 
     assert "gunicorn.error" in text
     assert "GET /healthz" not in text
     assert "gunicorn.access" not in text
+
+
+@pytest.mark.e2e
+def test_a_publish_through_the_web_server_goes_to_spread_from_its_sender_thread_even_as_it_stops(
+    hub: WorkerProcess, subscriber: Subscriber, tmp_path: Path
+) -> None:
+    # given a subscription, a publishing token, and no worker to take the spread queue's messages
+    SubscriptionFactory(topic="UN.CEFACT.*", callback=subscriber.url("/web"))
+    token = token_for("web-publisher", publish=True)
+    hub.stop()
+    queue_drain(QueueName.SPREAD)
+    # when three notifications are published through the web server (gunicorn.conf.py), which then stops
+    env = {**os.environ, "DATABASE_URL": _database_url()}
+    with (
+        (tmp_path / "web.log").open("wb") as log,
+        gunicorn_serving("--no-control-socket", env=env, stdout=log, stderr=subprocess.STDOUT) as url,
+    ):
+        ids = []
+        for n in range(3):
+            body = json.dumps({"topic": "UN.CEFACT.TRADE", "content": {"n": n}}).encode()
+            request = Request(
+                f"{url}/api/notifications/",
+                data=body,
+                headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+            )
+            with urlopen(request, timeout=10) as response:
+                assert response.status == 202
+                ids.append(json.load(response)["id"])
+    # then its sender thread sent one spread message each before the process ended
+    messages = queue_drain(QueueName.SPREAD, requeue=True)
+    assert sorted(m.decode()[1]["notification_id"] for m in messages) == sorted(ids)
+    # and a worker spreads and delivers them
+    hub.ensure_running()
+    got = wait_until(lambda: len(subscriber.deliveries("/web")) >= 3 and subscriber.deliveries("/web"))
+    assert sorted(json.loads(d.body)["n"] for d in got) == [0, 1, 2]

@@ -20,6 +20,7 @@ from urllib.error import HTTPError
 from urllib.request import urlopen
 
 from django.db import connection
+from kombu import Consumer, Message
 
 from tests.support.subscriber import wait_until
 
@@ -152,6 +153,29 @@ def broker_flush() -> None:
             message.unlink(missing_ok=True)
         return
     raise RuntimeError(f"no way to flush the broker {settings.CELERY_BROKER_URL.split(':')[0]}")
+
+
+def queue_drain(queue_name: str, *, requeue: bool = False) -> list[Message]:
+    """Every message in a queue of the test run's broker now, taken off it (or, with `requeue`, put back)."""
+    from websubhub.celery import app
+
+    taken: list[Message] = []
+
+    def take(_: object, message: Message) -> None:
+        taken.append(message)
+        if not requeue:
+            message.ack()
+
+    with app.connection_for_read() as connection:
+        with Consumer(connection, queues=[app.amqp.queues[queue_name]], accept=["json"], callbacks=[take]):
+            while True:
+                try:
+                    connection.drain_events(timeout=1.0)
+                except TimeoutError:
+                    break
+        for message in taken if requeue else ():
+            message.requeue()
+    return taken
 
 
 def free_port() -> int:

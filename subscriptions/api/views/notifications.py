@@ -70,16 +70,13 @@ class NotificationCreate(APIView):
     throttle_classes = [PublishThrottle]
 
     def post(self, request: Request) -> Response:
-        serializer = serializers.NotificationCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        fields = serializers.notification_create_fields(request.data)
         key = request.headers.get("Idempotency-Key")
         try:
             if key is None:
-                notification = services.notification_publish_json(**serializer.validated_data)
+                notification = services.notification_publish_json(**fields)
                 return Response({"id": notification.pk}, status=status.HTTP_202_ACCEPTED)
-            outcome = services.notification_publish_idempotent(
-                client_id=request.user.pk, key=key, **serializer.validated_data
-            )
+            outcome = services.notification_publish_idempotent(client_id=request.user.pk, key=key, **fields)
         except services.HubError as exc:
             return hub_error_response(exc)
         response = Response({"id": outcome.notification_id}, status=status.HTTP_202_ACCEPTED)
