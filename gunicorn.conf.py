@@ -50,6 +50,8 @@ def post_worker_init(worker: object) -> None:
     """
     if worker.cfg.accesslog is None:  # type: ignore[attr-defined]
         logging.getLogger("gunicorn.access").disabled = True
+        # gunicorn would still format every request's access line before the disabled logger drops it.
+        worker.log.access = lambda *args, **kwargs: None  # type: ignore[attr-defined]
     from django.apps import apps
 
     # The hub's application is loaded by now (bench/baseline_app.py, served with these settings, is not the hub).

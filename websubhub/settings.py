@@ -207,6 +207,8 @@ WHITENOISE_USE_FINDERS = True
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["subscriptions.api.parsers.SafeJSONParser"],
+    # DRF's negotiation, with the usual request (one renderer, Accept */* or absent) answered at once.
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "subscriptions.api.negotiation.HubContentNegotiation",
     # `Authorization: Token <key>` (manage.py hub_token), or a staff login's session.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "subscriptions.api.authentication.RememberingTokenAuthentication",

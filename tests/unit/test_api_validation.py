@@ -587,3 +587,15 @@ def test_json_holding_a_lone_surrogate_is_a_400_naming_the_field(client, method,
     assert not Notification.objects.exists()
     assert not SubscriptionRequest.objects.exists()
     assert not Subscription.objects.exclude(rate_limit="").exists()
+
+
+@pytest.mark.parametrize("charset", ["utf-16", "utf-32-le"])
+def test_a_lone_surrogate_in_a_body_of_another_charset_is_a_400_too(client, charset):
+    # given a body whose bytes do not spell the escape as UTF-8 would (the test client encodes it in charset)
+    document = '{"topic": "a.b", "content": "LONE"}'.replace("LONE", LONE)
+    # when
+    response = client.post("/api/notifications/", data=document, content_type=f"application/json; charset={charset}")
+    # then
+    assert response.status_code == 400, response.content
+    assert "lone surrogate (\\udc00)" in response.json()["errors"]["content"][0]
+    assert not Notification.objects.exists()

@@ -75,3 +75,48 @@ def test_messages_go_through_the_broker_channel() -> None:
         finally:
             simple.queue.delete()
             simple.close()
+
+
+_COUNT_LUA = "return redis.call('INCR', KEYS[1])"
+
+
+def _thread_connection_id() -> int:
+    connection = ratelimit._thread_connection()
+    connection.send_command("CLIENT", "ID")
+    return int(connection.read_response())
+
+
+def test_a_script_flushed_from_redis_is_loaded_again_on_the_threads_connection() -> None:
+    # given a script this thread has run
+    key = f"test:{uuid.uuid4()}"
+    assert ratelimit.script_run(_COUNT_LUA, [key], []) == 1
+    # when Redis forgets every script (a restart, SCRIPT FLUSH)
+    ratelimit.redis_client().script_flush()
+    # then the next run loads it and counts once
+    assert ratelimit.script_run(_COUNT_LUA, [key], []) == 2
+    assert ratelimit.redis_client().get(key) == b"2"
+
+
+def test_a_connection_the_server_closed_is_opened_again_and_the_script_runs_once() -> None:
+    # given this thread's connection, closed by the server
+    key = f"test:{uuid.uuid4()}"
+    ratelimit.script_run(_COUNT_LUA, [key], [])
+    first = _thread_connection_id()
+    ratelimit.redis_client().client_kill_filter(_id=first)
+    # when a script runs on it
+    assert ratelimit.script_run(_COUNT_LUA, [key], []) == 2
+    # then it ran once, on a new connection
+    assert ratelimit.redis_client().get(key) == b"2"
+    assert _thread_connection_id() != first
+
+
+def test_each_thread_runs_scripts_on_a_connection_of_its_own() -> None:
+    import threading
+
+    ids: list[int] = []
+    threads = [threading.Thread(target=lambda: ids.append(_thread_connection_id())) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({*ids, _thread_connection_id()}) == 4

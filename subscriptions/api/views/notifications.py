@@ -71,7 +71,7 @@ class NotificationCreate(APIView):
 
     def post(self, request: Request) -> Response:
         fields = serializers.notification_create_fields(request.data)
-        key = request.headers.get("Idempotency-Key")
+        key = request.META.get("HTTP_IDEMPOTENCY_KEY")  # request.headers would build a dict of every header
         try:
             if key is None:
                 notification = services.notification_publish_json(**fields)
