@@ -1167,12 +1167,20 @@ class Bench:
 
     # -- scenario 5: publish --
 
-    def publish_round(self, web_url: str) -> dict:
+    def publish_round(self, web_url: str, web: subprocess.Popen) -> dict:
         n, c = self.args.publish_requests, self.args.publish_concurrency
-        results = publish(
-            f"{web_url}/api/notifications/", "BENCH.PUBLISH.nobody", n, c, self.args.max_wait, self.headers[web_url]
-        )
+        groups: dict[str, object] = {
+            "web": lambda: process_tree([web.pid]),
+            "postgres": lambda: postgres_processes(self.args.database),
+            "redis": lambda: named_processes("redis-server"),
+            "client": lambda: [psutil.Process()],
+        }
+        with CpuMeter(groups) as meter:
+            results = publish(
+                f"{web_url}/api/notifications/", "BENCH.PUBLISH.nobody", n, c, self.args.max_wait, self.headers[web_url]
+            )
         accepted = [r for r in results if r[1] == 202]
+        cpu = cpu_per_delivery(meter.result, len(accepted))
         elapsed = max(r[3] for r in results) - min(r[2] for r in results)
         latencies = [r[3] - r[2] for r in accepted]
         return {
@@ -1182,6 +1190,8 @@ class Bench:
             "refused": dict(Counter(r[1] for r in results if r[1] != 202)),
             "p50": percentile(latencies, 50),
             "p99": percentile(latencies, 99),
+            "cpu_ms": cpu["groups_ms"],
+            "machine_ms": cpu["machine_ms"],
         }
 
     def publish_throughput(self) -> None:
@@ -1203,17 +1213,21 @@ class Bench:
                 profiler = None
                 if self.args.profile and index == 0:
                     profiler = self.profile_process(self.web.pid, "profile-publish-web", 30)
-                hubs.append(self.publish_round(hub_url))
+                hubs.append(self.publish_round(hub_url, self.web))
                 if profiler is not None:
                     self.profile_stop(profiler)
                 self.flush_redis()
-                bases.append(self.publish_round(f"http://127.0.0.1:{port}"))
+                bases.append(self.publish_round(f"http://127.0.0.1:{port}", baseline))
         finally:
             PROCS.stop(baseline)
         rate = statistics.mean(r["rate"] for r in hubs)
         base_rate = statistics.mean(r["rate"] for r in bases)
         ratio = rate / base_rate if base_rate else float("nan")
         hub, base = hubs[-1], bases[-1]
+        web_ms = statistics.mean(r["cpu_ms"]["web"] for r in hubs)
+        base_web_ms = statistics.mean(r["cpu_ms"]["web"] for r in bases)
+        machine_ms = statistics.mean(r["machine_ms"] for r in hubs)
+        base_machine_ms = statistics.mean(r["machine_ms"] for r in bases)
         refused_text = "".join(
             f"; {name} refused {r['sent'] - r['accepted']} {r['refused']}"
             for name, r in (("hub", hub), ("baseline", base))
@@ -1225,7 +1239,8 @@ class Bench:
             f"baseline: bench/baseline_app.py (one INSERT), same gunicorn and database; mean of {rounds} rounds",
             f"{rate:,.0f} accepted/s vs baseline {base_rate:,.0f}/s ({ratio:.2f}x); p50/p99 "
             f"{hub['p50'] * 1000:.0f}/{hub['p99'] * 1000:.0f} ms vs "
-            f"{base['p50'] * 1000:.0f}/{base['p99'] * 1000:.0f} ms"
+            f"{base['p50'] * 1000:.0f}/{base['p99'] * 1000:.0f} ms; web CPU {web_ms:.2f} vs {base_web_ms:.2f} "
+            f"ms/request ({base_web_ms / web_ms:.2f}x), machine {machine_ms:.2f} vs {base_machine_ms:.2f}"
             f"{refused_text}",
             ">=0.7x baseline",
             "ok" if ratio >= 0.7 and not hub["refused"] else "MISS",
