@@ -197,13 +197,31 @@ def _local_connection() -> sqlite3.Connection:
     key = (os.getpid(), path)
     if getattr(_local_state, "key", None) != key:
         connection = sqlite3.connect(path, timeout=LOCAL_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
+        _journal_wal(connection)
         connection.execute("PRAGMA synchronous=OFF")
         connection.execute(
             "CREATE TABLE IF NOT EXISTS windows (key TEXT PRIMARY KEY, slots TEXT NOT NULL, touched REAL NOT NULL)"
         )
         _local_state.connection, _local_state.key, _local_state.count = connection, key, 0
     return _local_state.connection
+
+
+def _journal_wal(connection: sqlite3.Connection) -> None:
+    """Put the file in WAL mode, waiting out another process doing the same.
+
+    SQLite answers "database is locked" at once, without its busy timeout, to a
+    change of journal mode while another connection holds the file (two processes
+    opening a new file together): tried again until LOCAL_BUSY_TIMEOUT_MS.
+    """
+    deadline = time.monotonic() + LOCAL_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _reserve_local(key: str, rate: Rate) -> float:

@@ -68,6 +68,9 @@ class DeliveryWork(NamedTuple):
     notification_id: int
     uuid: str
     subscription_id: int | None
+    # False while the delivery waits in the database for due_at (parked, or a long retry wait).
+    queued: bool
+    due_at: datetime
     # The subscription's columns (None when it ended).
     expires_at: datetime | None
     state: str | None
@@ -81,7 +84,17 @@ class DeliveryWork(NamedTuple):
     previous_secret_expires_at: datetime | None
 
 
-_WORK_DELIVERY_FIELDS = ("id", "status", "attempts", "callback", "notification", "uuid", "subscription")
+_WORK_DELIVERY_FIELDS = (
+    "id",
+    "status",
+    "attempts",
+    "callback",
+    "notification",
+    "uuid",
+    "subscription",
+    "queued",
+    "due_at",
+)
 _WORK_SUBSCRIPTION_FIELDS = (
     "expires_at",
     "state",
@@ -130,9 +143,9 @@ def delivery_work(delivery_id: int) -> DeliveryWork | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    (pk, status, attempts, callback, notification_id, key, subscription_id) = row[:7]
-    expires_at, state, failures, resume_after, secret, standard_webhooks, rate_limit = row[7:14]
-    previous_secret, previous_secret_expires_at = row[14:]
+    (pk, status, attempts, callback, notification_id, key, subscription_id, queued, due_at) = row[:9]
+    expires_at, state, failures, resume_after, secret, standard_webhooks, rate_limit = row[9:16]
+    previous_secret, previous_secret_expires_at = row[16:]
     return DeliveryWork(
         delivery_id=pk,
         status=status,
@@ -141,6 +154,8 @@ def delivery_work(delivery_id: int) -> DeliveryWork | None:
         notification_id=notification_id,
         uuid=str(key if isinstance(key, uuid.UUID) else uuid.UUID(key)),
         subscription_id=subscription_id,
+        queued=bool(queued),
+        due_at=_aware(due_at),
         expires_at=_aware(expires_at),
         state=state,
         consecutive_failures=failures or 0,

@@ -108,12 +108,31 @@ class Breaker:
             )
             if paused:
                 events.subscription_paused(subscription_id=self.subscription_id, now=now)
+                parked = _deliveries_park_all(self.subscription_id, until=cooldown)
         if paused:
             logger.warning(
-                "subscription %s paused after %s consecutive failed attempts", self.subscription_id, threshold
+                "subscription %s paused after %s consecutive failed attempts; %s deliveries parked until the probe",
+                self.subscription_id,
+                threshold,
+                parked,
             )
             return cooldown
         return None
+
+
+def _deliveries_park_all(subscription_id: int, *, until: datetime) -> int:
+    """Park every pending delivery of a subscription the breaker just paused, until its probe; returns how many.
+
+    In the pause's transaction, so a resume (which changes the subscription, then
+    releases) comes after it and releases them. Their messages already in the
+    broker are dropped by their runs (the row waits in the database: not queued,
+    due later), instead of each run parking its own delivery: a hanging callback's
+    backlog then costs one statement here and one read per message, not a write
+    and a check each.
+    """
+    return Delivery.objects.filter(
+        subscription_id=subscription_id, status=Delivery.Status.PENDING, due_at__lt=until
+    ).update(due_at=until, queued=False, updated_at=timezone.now())
 
 
 def subscription_pause(*, subscription: Subscription, reason: str = "paused by an operator") -> None:

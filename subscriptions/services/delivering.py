@@ -90,6 +90,11 @@ def delivery_attempt(*, delivery_id: int, reserved: bool = False) -> Resend | No
     if work is None or work.status != Delivery.Status.PENDING:
         return None
     now = timezone.now()
+    if not work.queued and work.due_at > now:
+        # It waits in the database (parked, or for a long retry): whatever sent this message came before,
+        # and hub.enqueue_due or a release sends it when it is due. Every send marks the row queued first.
+        logger.debug("delivery %s: a message for a delivery that waits in the database, dropped", delivery_id)
+        return None
     if work.subscription_id is None or work.expires_at <= now:
         reason = "subscription ended before delivery" if work.subscription_id is None else "subscription lease expired"
         breaker.delivery_update(delivery_id, status=Delivery.Status.CANCELLED, last_error=reason)

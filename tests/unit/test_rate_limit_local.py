@@ -5,6 +5,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,32 @@ def test_the_windows_live_in_their_own_file_written_without_sync(embedded: Path)
     assert sqlite3.connect(embedded / ratelimit.LOCAL_FILE_NAME).execute("SELECT count(*) FROM windows").fetchone() == (
         1,
     )
+
+
+def test_connections_opening_a_new_file_at_once_all_get_it_in_wal_mode(embedded: Path, settings) -> None:
+    # SQLite answers "database is locked" at once, without its busy timeout, to one of two connections
+    # changing the journal mode together (it would deadlock otherwise): each must try again.
+    for attempt in range(20):
+        settings.VAR_DIR = embedded / str(attempt)
+        settings.VAR_DIR.mkdir()
+        start = threading.Barrier(4)
+        modes: list[str] = []
+        errors: list[BaseException] = []
+
+        def open_file(start: threading.Barrier = start, modes: list = modes, errors: list = errors) -> None:
+            start.wait()
+            try:
+                modes.append(ratelimit._local_connection().execute("PRAGMA journal_mode").fetchone()[0])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_file) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert modes == ["wal"] * 4
 
 
 # A child process: wait for the start signal, reserve `count` slots of 10 per minute, print the waits.
