@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from subscriptions import services
 from subscriptions.models import Delivery, Notification, Subscription
-from subscriptions.services import queueing
+from subscriptions.services import publishing, queueing
 from tests.support.factories import NotificationFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
@@ -160,7 +160,7 @@ def test_paused_subscription_in_its_cool_down_gets_a_parked_delivery(enqueued, d
     parked = Delivery.objects.get()
     assert parked.status == Delivery.Status.PENDING
     assert parked.due_at == resume_after
-    assert enqueued == [[]]
+    assert enqueued == []  # no message: hub.enqueue_due sends it at the probe time
 
 
 def test_paused_subscription_past_its_cool_down_gets_a_delivery_to_probe(enqueued, django_capture_on_commit_callbacks):
@@ -228,7 +228,20 @@ def test_spread_batches_large_fan_out(enqueued, django_capture_on_commit_callbac
     assert spread(notification, django_capture_on_commit_callbacks) == count
 
     assert Delivery.objects.filter(notification=notification).count() == count
-    assert [len(batch) for batch in enqueued] == [queueing.SPREAD_BATCH, 7]
+    # created in batches of SPREAD_BATCH, sent together once all exist (no delivery takes the CPU from the spread)
+    assert [len(batch) for batch in enqueued] == [count]
+    assert len({id_ for batch in enqueued for id_ in batch}) == count
+
+
+def test_a_spread_larger_than_it_holds_sends_as_it_goes(
+    enqueued, django_capture_on_commit_callbacks, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(publishing, "SPREAD_HOLD", queueing.SPREAD_BATCH)
+    count = 2 * queueing.SPREAD_BATCH + 7
+    subscriptions_bulk(count)
+    notification = NotificationFactory(topic="UN.CEFACT.TRADE")
+    assert spread(notification, django_capture_on_commit_callbacks) == count
+    assert [len(batch) for batch in enqueued] == [queueing.SPREAD_BATCH, queueing.SPREAD_BATCH, 7]
     assert len({id_ for batch in enqueued for id_ in batch}) == count
 
 
