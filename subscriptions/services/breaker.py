@@ -205,5 +205,7 @@ def delivery_park(delivery_id: int, *, subscription_id: int, until: datetime, ho
 
 
 def delivery_update(delivery_id: int, **fields: Any) -> None:
-    # Only a pending delivery changes: a status never moves backwards.
-    Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.PENDING).update(updated_at=timezone.now(), **fields)
+    # Only a pending delivery changes: a status never moves backwards ("not settled": Delivery.SETTLED).
+    Delivery.objects.filter(pk=delivery_id).exclude(status__in=Delivery.SETTLED).update(
+        updated_at=timezone.now(), **fields
+    )

@@ -485,8 +485,9 @@ def _outcome_sql(connection: Any, attempt_fields: tuple[str, ...], delivery_fiel
             f"INSERT INTO {quote(attempts.db_table)} ({', '.join(map(quote, insert_columns))}) "  # noqa: S608
             f"VALUES ({', '.join(['%s'] * len(insert_columns))})",
             f"UPDATE {quote(deliveries.db_table)} SET {', '.join(assignments)} "  # noqa: S608
-            f"WHERE {quote(deliveries.pk.column)} = %s AND {quote(deliveries.get_field('status').column)} = "
-            f"'{Delivery.Status.PENDING.value}'",
+            # While pending, said as "not settled" so that the primary key serves it (Delivery.SETTLED).
+            f"WHERE {quote(deliveries.pk.column)} = %s AND {quote(deliveries.get_field('status').column)} "
+            f"NOT IN ({', '.join(repr(status) for status in Delivery.SETTLED)})",
         )
         _outcome_sql_cache[key] = sql
     return sql
