@@ -4,6 +4,7 @@ import threading
 import uuid
 
 import pytest
+from django.db import connection
 
 from subscriptions import ratelimit, services
 from subscriptions.models import Delivery
@@ -37,8 +38,15 @@ def test_two_runs_of_one_delivery_at_the_same_moment_post_once(subscriber: Subsc
     settings.HUB_CALLBACK_RATE_LIMIT = "off"
     subscriber.post_statuses["/hook"] = [Answer(status=204, delay=0.5)] * 2
     pending = DeliveryFactory(subscription=SubscriptionFactory(callback=subscriber.url("/hook")))
+
     # when two runs start together
-    runs = [threading.Thread(target=services.delivery_attempt, kwargs={"delivery_id": pending.pk}) for _ in range(2)]
+    def run() -> None:
+        try:
+            services.delivery_attempt(delivery_id=pending.pk)
+        finally:
+            connection.close()  # the thread's own: a pooled connection left checked out outlives the test
+
+    runs = [threading.Thread(target=run) for _ in range(2)]
     for run in runs:
         run.start()
     for run in runs:
