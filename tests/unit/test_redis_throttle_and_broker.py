@@ -45,6 +45,84 @@ def test_a_refused_request_is_not_counted() -> None:
     assert ratelimit.redis_client().get(f"{key}:current") == b"1"
 
 
+def test_a_lease_takes_room_for_as_many_requests_as_the_window_has_left() -> None:
+    # given
+    key = f"test:{uuid.uuid4()}"
+    keys = [f"{key}:current", f"{key}:previous"]
+    # when leases of 4 are asked for under a limit of 10
+    answers = [
+        int(ratelimit.script_run(throttles._THROTTLE_LUA, keys, [10, 10_000, 4_000, 4])) for _ in range(4)
+    ]
+    # then 4, 4, the 2 left, then a refusal; all 10 counted
+    assert answers == [-4, -4, -2, 6_000]
+    assert ratelimit.redis_client().get(keys[0]) == b"10"
+
+
+@pytest.fixture(autouse=True)
+def _no_leases(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with a process that holds no lease."""
+    monkeypatch.setattr(throttles, "_leases", {})
+
+
+def _throttle_at(monkeypatch: pytest.MonkeyPatch, settings, rate: str, now: float) -> throttles.PublishByClient:
+    settings.HUB_THROTTLE_PUBLISH = rate
+    monkeypatch.setattr(throttles, "clock", lambda: now)
+    return throttles.PublishByClient(key=f"test-{uuid.uuid4()}")
+
+
+def _counted(throttle: throttles.PublishByClient, now: float) -> int:
+    window_ms = int(throttle.duration * 1000)
+    key = f"hub:throttle:{throttle.get_cache_key(None, None)}:{int(now * 1000) // window_ms}"
+    return int(ratelimit.redis_client().get(key) or 0)
+
+
+def test_a_high_limit_is_leased_and_a_low_one_counted_request_by_request(monkeypatch, settings) -> None:
+    now = 1_800_000_000.5
+    # given a limit of 100,000 a day: leases of 32
+    high = _throttle_at(monkeypatch, settings, "100000/d", now)
+    # when 40 requests come
+    assert all(high.allow_request(None, None) for _ in range(40))
+    # then two leases were counted
+    assert _counted(high, now) == 64
+    # given a limit of 150 a day: no lease
+    low = _throttle_at(monkeypatch, settings, "150/d", now)
+    assert all(low.allow_request(None, None) for _ in range(5))
+    assert _counted(low, now) == 5
+
+
+def test_processes_holding_leases_never_let_more_than_the_limit_through(monkeypatch, settings) -> None:
+    now = 1_800_000_000.5
+    # given a limit of 300 a day (leases of 3), and process A holding the 2 left of its lease
+    throttle = _throttle_at(monkeypatch, settings, "300/d", now)
+    assert throttle.allow_request(None, None)
+    a_leases = dict(throttles._leases)
+    # when process B (its own leases) sends until it is refused
+    monkeypatch.setattr(throttles, "_leases", {})
+    b_allowed = 0
+    while throttle.allow_request(None, None):
+        b_allowed += 1
+    # then B got the rest of the limit, less A's lease, and A still has its 2, then is refused
+    assert b_allowed == 297
+    monkeypatch.setattr(throttles, "_leases", a_leases)
+    assert [throttle.allow_request(None, None) for _ in range(3)] == [True, True, False]
+    assert _counted(throttle, now) == 300
+
+
+def test_a_lease_ends_with_its_window(monkeypatch, settings) -> None:
+    # given a lease of 3 taken at the end of a window of 10 s (limit 300), one used
+    now = 1_800_000_009.9
+    throttle = _throttle_at(monkeypatch, settings, "300/10s", now)
+    assert throttle.allow_request(None, None)
+    # when the next window begins
+    later = 1_800_000_010.1
+    monkeypatch.setattr(throttles, "clock", lambda: later)
+    assert throttle.allow_request(None, None)
+    # then that request took a new lease in the new window, and the old one is gone
+    assert _counted(throttle, later) == 3
+    mine = [lease for lease in throttles._leases if lease[0] == throttle.get_cache_key(None, None)]
+    assert [lease[3] for lease in mine] == [int(later * 1000) // 10_000]
+
+
 def test_the_broker_channel_builds_one_client_while_its_pool_lasts() -> None:
     # given
     with Connection(settings.REDIS_URL) as connection:
