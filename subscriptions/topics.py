@@ -13,6 +13,8 @@ that would receive it (one per leading run of segments), so matching is one
 indexed `key IN (...)` query.
 """
 
+import functools
+import re
 from urllib.parse import quote, urlsplit
 
 MAX_TOPIC_LENGTH = 2048
@@ -38,9 +40,14 @@ def is_url_topic(topic: str) -> bool:
     return topic[:8].lower().startswith(("http://", "https://"))
 
 
+# `\s` in a str pattern is exactly str.isspace() (Unicode whitespace), plus C0 controls and DEL.
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def has_space_or_control(text: str) -> bool:
-    """Whether text holds whitespace or a control character (never valid in a topic or a callback)."""
-    return any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text)
+    """Whether text holds whitespace (str.isspace) or a control character (C0 or DEL): never valid in a topic
+    or a callback."""
+    return _SPACE_OR_CONTROL.search(text) is not None
 
 
 def _check_common(topic: str) -> None:
@@ -105,15 +112,23 @@ def publish_keys(topic: str) -> list[str]:
 
     `UN.CEFACT.TRADE` gives `["un", "un.cefact", "un.cefact.trade"]`.
     """
+    return list(_publish_keys(topic))
+
+
+# A publisher publishes on few topics, each many times a second, and a publish reads its keys three times
+# (the body's check, the service's, the hub.events rule): each topic's answer is worked out once per process.
+# A refused topic raises every time (lru_cache keeps no exception).
+@functools.lru_cache(maxsize=4096)
+def _publish_keys(topic: str) -> tuple[str, ...]:
     _check_common(topic)
     if is_url_topic(topic):
         _check_url(topic)
-        return [topic]
+        return (topic,)
     _check_not_other_url(topic)
     if topic.endswith(WILDCARD_SUFFIX) or topic == "*":
         raise InvalidTopic("a published topic names one topic: it cannot end in '.*'")
     segments = [segment.lower() for segment in _segments(topic)]
-    return [".".join(segments[: n + 1]) for n in range(len(segments))]
+    return tuple(".".join(segments[: n + 1]) for n in range(len(segments)))
 
 
 def matches(subscribed: str, published: str) -> bool:
@@ -127,7 +142,7 @@ def matches(subscribed: str, published: str) -> bool:
 def is_events_topic(topic: str) -> bool:
     """Whether a notification on `topic` would be an operational event: `hub.events` or under it, in any case."""
     try:
-        return EVENTS_PREFIX in publish_keys(topic)
+        return EVENTS_PREFIX in _publish_keys(topic)
     except InvalidTopic:
         return False
 

@@ -42,6 +42,15 @@ def test_publish_gets_202_with_the_id_of_the_stored_notification(client):
     assert notification.spread_at is None
 
 
+def test_publish_answers_what_drf_would_render_for_it(client):
+    from rest_framework.renderers import JSONRenderer
+
+    response = post_json(client, "/api/notifications/", {"topic": "UN.CEFACT.TRADE", "content": 1})
+    assert response.content == JSONRenderer().render({"id": Notification.objects.get().pk})
+    assert response["Content-Type"] == "application/json"
+    assert response["Allow"] == "POST, OPTIONS"
+
+
 def test_publish_enqueues_spread_after_commit(client, sent_tasks, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = post_json(client, "/api/notifications/", {"topic": "UN.CEFACT", "content": 1})

@@ -7,6 +7,7 @@ import pytest
 from subscriptions.topics import (
     MAX_TOPIC_LENGTH,
     InvalidTopic,
+    has_space_or_control,
     is_url_topic,
     link_target,
     matches,
@@ -293,3 +294,26 @@ def test_a_stored_topic_cannot_add_a_self_link_of_its_own():
     value = link_header("http://hub.test/hub", 'LNK.A>;rel="self",<LNK.B')
     assert value == '<http://hub.test/hub>; rel="hub", <LNK.A%3E;rel=%22self%22,%3CLNK.B>; rel="self"'
     assert parse_link_header(value) == {"hub": "http://hub.test/hub", "self": "LNK.A%3E;rel=%22self%22,%3CLNK.B"}
+
+
+def test_space_or_control_is_exactly_unicode_whitespace_c0_controls_and_del():
+    # every code point, against the rule's own words: str.isspace(), below 32, or 127
+    wrong = [
+        cp
+        for cp in range(0x110000)
+        if has_space_or_control(chr(cp)) != (chr(cp).isspace() or cp < 32 or cp == 127)
+    ]
+    assert wrong == []
+    assert has_space_or_control("UN.CEFACT\u2028X") and not has_space_or_control("UN.CEFACT.ÜBER")
+
+
+def test_publish_keys_answers_a_fresh_list_each_time_and_refuses_each_time():
+    # given the answer for a topic, changed by its caller
+    first = publish_keys("UN.CEFACT.TRADE")
+    first.append("changed")
+    # then the next answer is untouched
+    assert publish_keys("UN.CEFACT.TRADE") == ["un", "un.cefact", "un.cefact.trade"]
+    # and a refused topic is refused again
+    for _ in range(2):
+        with pytest.raises(InvalidTopic):
+            publish_keys("UN..CEFACT")

@@ -1,5 +1,6 @@
 """The API's notifications: publish a JSON message, and read one with its delivery counts."""
 
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -69,20 +70,29 @@ class NotificationCreate(APIView):
     permission_classes = [CanPublish]
     throttle_classes = [PublishThrottle]
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: Request) -> HttpResponse:
         fields = serializers.notification_create_fields(request.data)
         key = request.META.get("HTTP_IDEMPOTENCY_KEY")  # request.headers would build a dict of every header
         try:
             if key is None:
-                notification = services.notification_publish_json(**fields)
-                return Response({"id": notification.pk}, status=status.HTTP_202_ACCEPTED)
+                return _accepted(services.notification_publish_json(**fields).pk)
             outcome = services.notification_publish_idempotent(client_id=request.user.pk, key=key, **fields)
         except services.HubError as exc:
             return hub_error_response(exc)
-        response = Response({"id": outcome.notification_id}, status=status.HTTP_202_ACCEPTED)
+        response = _accepted(outcome.notification_id)
         if outcome.replayed:
             response["Idempotent-Replayed"] = "true"
         return response
+
+
+def _accepted(notification_id: int) -> HttpResponse:
+    """202 with `{"id": N}`, byte for byte what DRF's JSONRenderer writes for it.
+
+    The view's one renderer is JSON, and negotiation has refused any other before
+    the view runs; building and rendering a DRF Response for these few bytes was
+    a twentieth of a publish's CPU. DRF still adds its headers (Allow) to it.
+    """
+    return HttpResponse(b'{"id":%d}' % notification_id, status=status.HTTP_202_ACCEPTED, content_type="application/json")
 
 
 @extend_schema(
