@@ -32,7 +32,6 @@ from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 from subscriptions import netguard, ratelimit
 from websubhub.hub_settings import hub_settings
 
-
 # The throttles' clock (seconds), its own name so that tests can set it.
 clock = time.time
 

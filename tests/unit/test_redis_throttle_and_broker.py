@@ -50,9 +50,7 @@ def test_a_lease_takes_room_for_as_many_requests_as_the_window_has_left() -> Non
     key = f"test:{uuid.uuid4()}"
     keys = [f"{key}:current", f"{key}:previous"]
     # when leases of 4 are asked for under a limit of 10
-    answers = [
-        int(ratelimit.script_run(throttles._THROTTLE_LUA, keys, [10, 10_000, 4_000, 4])) for _ in range(4)
-    ]
+    answers = [int(ratelimit.script_run(throttles._THROTTLE_LUA, keys, [10, 10_000, 4_000, 4])) for _ in range(4)]
     # then 4, 4, the 2 left, then a refusal; all 10 counted
     assert answers == [-4, -4, -2, 6_000]
     assert ratelimit.redis_client().get(keys[0]) == b"10"

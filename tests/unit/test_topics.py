@@ -299,9 +299,7 @@ def test_a_stored_topic_cannot_add_a_self_link_of_its_own():
 def test_space_or_control_is_exactly_unicode_whitespace_c0_controls_and_del():
     # every code point, against the rule's own words: str.isspace(), below 32, or 127
     wrong = [
-        cp
-        for cp in range(0x110000)
-        if has_space_or_control(chr(cp)) != (chr(cp).isspace() or cp < 32 or cp == 127)
+        cp for cp in range(0x110000) if has_space_or_control(chr(cp)) != (chr(cp).isspace() or cp < 32 or cp == 127)
     ]
     assert wrong == []
     assert has_space_or_control("UN.CEFACT\u2028X") and not has_space_or_control("UN.CEFACT.ÜBER")

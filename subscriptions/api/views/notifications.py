@@ -92,7 +92,9 @@ def _accepted(notification_id: int) -> HttpResponse:
     the view runs; building and rendering a DRF Response for these few bytes was
     a twentieth of a publish's CPU. DRF still adds its headers (Allow) to it.
     """
-    return HttpResponse(b'{"id":%d}' % notification_id, status=status.HTTP_202_ACCEPTED, content_type="application/json")
+    return HttpResponse(
+        b'{"id":%d}' % notification_id, status=status.HTTP_202_ACCEPTED, content_type="application/json"
+    )
 
 
 @extend_schema(
