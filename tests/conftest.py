@@ -113,9 +113,9 @@ def no_broker(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
     # Deliver messages built from a template (a spread's) bypass send_task: recorded alike.
     monkeypatch.setattr(
         queueing.DeliverMessages,
-        "publish",
-        lambda self, delivery_id, queue: sent.append(
-            (TaskName.DELIVER, {"kwargs": {"delivery_id": delivery_id}, "queue": queue})
+        "publish_many",
+        lambda self, delivery_ids, queue: sent.extend(
+            (TaskName.DELIVER, {"kwargs": {"delivery_id": delivery_id}, "queue": queue}) for delivery_id in delivery_ids
         ),
     )
     return sent

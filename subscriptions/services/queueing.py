@@ -1,15 +1,21 @@
 """Sending deliver tasks: one producer connection, in batches, each to the queue its attempt count says; and
 releasing parked deliveries into them."""
 
+import base64
 import logging
+import re
+from collections.abc import Sequence
+from typing import Any
 
 from celery.utils import uuid
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from kombu import Producer
+from kombu.utils.json import dumps as kombu_dumps
 
 from subscriptions.models import Delivery
+from websubhub import redis_broker
 from websubhub.celery import app as celery_app
 from websubhub.queues import QueueName, TaskName
 
@@ -40,7 +46,7 @@ def deliveries_enqueue(
     # kombu's publish batch sends the messages to Redis in pipelines; other
     # transports publish one by one.
     with celery_app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
-        messages = DeliverMessages(producer)
+        now: dict[str, list[int]] = {}
         for delivery_id in ids:
             queue = QueueName.DELIVER_RETRY if retries.get(delivery_id) else QueueName.DELIVER
             countdown = countdowns.get(delivery_id)
@@ -53,7 +59,10 @@ def deliveries_enqueue(
                     countdown=countdown,
                 )
             else:
-                messages.publish(delivery_id, queue)
+                now.setdefault(queue, []).append(delivery_id)
+        messages = DeliverMessages(producer)
+        for queue, queued in now.items():
+            messages.publish_many(queued, queue)
 
 
 def deliveries_release(which: Q) -> int:
@@ -97,9 +106,9 @@ class TaskMessages:
         self.serializer = celery_app.conf.task_serializer
         self.declared: set[str] = set()
 
-    def send(self, value: int, queue_name: str) -> None:
+    def send(self, value: int, queue_name: str, *, task_id: str | None = None) -> None:
         headers, properties, (args, _, embed), _ = self.template
-        task_id = uuid()
+        task_id = task_id or uuid()
         kwargs = {self.argument: value}
         queue = self.queues[queue_name]
         declare = None
@@ -117,6 +126,79 @@ class TaskMessages:
             **{**properties, "correlation_id": task_id},
         )
 
+    def send_many(self, values: Sequence[int], queue_name: str) -> None:
+        """One message per value to queue_name. On the hub's Redis broker the first goes through kombu and
+        the others are its envelope with their ids put in (RedisEnvelopes), pushed together; elsewhere each
+        goes through kombu."""
+        if not values:
+            return
+        self.send(values[0], queue_name)  # declares the queue, as any first message does
+        rest = values[1:]
+        envelopes = RedisEnvelopes.capture(self, queue_name) if rest else None
+        if envelopes is None:
+            for value in rest:
+                self.send(value, queue_name)
+            return
+        self.producer.channel.envelopes_push(envelopes.key, [envelopes.build(value) for value in rest])
+
+
+class RedisEnvelopes:
+    """kombu's Redis envelope of one TaskMessages message, as text with holes for what differs per message.
+
+    Each message differs from the others in its task id (three places), its
+    value (in the body and in `kwargsrepr`), its body's base64 and its delivery
+    tag; everything else is the same text. The template is made by running a
+    message with marker values through kombu's whole publish path, captured
+    before the push (redis_broker.Channel.envelope_capture), so a new kombu or
+    Celery that writes envelopes otherwise changes the template with it.
+    """
+
+    # Marker values: none can occur in an envelope by chance.
+    _VALUE = 7_391_846_205_573_918_264
+    _BODY = "hub-envelope-body-5d0c1e7a"
+
+    def __init__(self, key: str, parts: list[str], fields: list[str], body: tuple[str, str]) -> None:
+        self.key = key
+        self._parts = parts  # literal text around each field; one more than the fields
+        self._fields = fields  # "id", "tag", "value" or "body", in order of appearance
+        self._body = body  # the body's JSON text before and after the value
+
+    @classmethod
+    def capture(cls, messages: "TaskMessages", queue_name: str) -> "RedisEnvelopes | None":
+        """The template of messages' envelopes to queue_name; None off the hub's Redis broker (or for a queue
+        with an expiry, or a body not in base64), where each message goes through kombu."""
+        channel = messages.producer.channel
+        if not isinstance(channel, redis_broker.Channel) or queue_name in (channel._expires or {}):
+            return None
+        task_id = uuid()
+        with channel.envelope_capture() as captured:
+            messages.send(cls._VALUE, queue_name, task_id=task_id)
+        if len(captured) != 1:
+            return None
+        key, message = captured[0]
+        properties = message["properties"]
+        if properties.get("body_encoding") != "base64":
+            return None
+        body = base64.b64decode(message["body"]).decode("utf-8").split(str(cls._VALUE))
+        if len(body) != 2:
+            return None
+        text = kombu_dumps({**message, "body": cls._BODY})
+        markers = {task_id: "id", properties["delivery_tag"]: "tag", str(cls._VALUE): "value", cls._BODY: "body"}
+        pieces = re.split("(" + "|".join(re.escape(marker) for marker in markers) + ")", text)
+        return cls(key, pieces[0::2], [markers[marker] for marker in pieces[1::2]], (body[0], body[1]))
+
+    def build(self, value: int) -> str:
+        """The envelope of the message for value, with a new task id and delivery tag."""
+        text = str(value)
+        body = base64.b64encode(f"{self._body[0]}{text}{self._body[1]}".encode()).decode("ascii")
+        fields: dict[str, Any] = {"id": uuid(), "tag": uuid(), "value": text, "body": body}
+        parts = self._parts
+        out = [parts[0]]
+        for index, field in enumerate(self._fields, 1):
+            out.append(fields[field])
+            out.append(parts[index])
+        return "".join(out)
+
 
 class DeliverMessages(TaskMessages):
     """Deliver task messages (`deliver(delivery_id=...)`) from one template."""
@@ -124,5 +206,5 @@ class DeliverMessages(TaskMessages):
     def __init__(self, producer: Producer) -> None:
         super().__init__(producer, TaskName.DELIVER, "delivery_id")
 
-    def publish(self, delivery_id: int, queue_name: str) -> None:
-        self.send(delivery_id, queue_name)
+    def publish_many(self, delivery_ids: Sequence[int], queue_name: str) -> None:
+        self.send_many(delivery_ids, queue_name)

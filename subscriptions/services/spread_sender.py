@@ -60,9 +60,7 @@ def spread_messages_send(notification_ids: list[int], *, queue: str = QueueName.
     """
     try:
         with celery_app.producer_or_acquire() as producer, producer.batch(max_size=queueing.PUBLISH_BATCH):
-            messages = queueing.TaskMessages(producer, TaskName.SPREAD, "notification_id")
-            for notification_id in notification_ids:
-                messages.send(notification_id, queue)
+            queueing.TaskMessages(producer, TaskName.SPREAD, "notification_id").send_many(notification_ids, queue)
     except Exception:
         logger.exception(
             "%s notifications could not be sent to spread now; the sweep sends them (ids %s to %s)",

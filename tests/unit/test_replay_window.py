@@ -30,7 +30,9 @@ def enqueued(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(celery_app, "send_task", send_task)
     # Deliver messages built from a template bypass send_task: recorded alike.
-    monkeypatch.setattr(queueing.DeliverMessages, "publish", lambda self, delivery_id, queue: sent.append(delivery_id))
+    monkeypatch.setattr(
+        queueing.DeliverMessages, "publish_many", lambda self, delivery_ids, queue: sent.extend(delivery_ids)
+    )
     return sent
 
 

@@ -92,6 +92,57 @@ def test_a_sent_message_is_the_one_send_task_would_send_but_for_its_task_id(send
     assert (args, embed) == (reference.decode()[0], reference.decode()[2])
 
 
+def test_messages_sent_together_are_the_first_ones_envelope_with_their_own_ids(sending: list) -> None:
+    # when three spread messages are sent together (on Redis: the last two from the first one's envelope)
+    spread_sender.spread_messages_send([11, 12, 13], queue=QUEUE)
+    # then each reads back as the first but for its ids and argument
+    by_id = {m.decode()[1]["notification_id"]: m for m in queue_drain(QUEUE)}
+    assert sorted(by_id) == [11, 12, 13]
+    first = by_id[11]
+    for value in (12, 13):
+        message = by_id[value]
+        ids = ("id", "root_id", "kwargsrepr")
+        assert {k: v for k, v in message.headers.items() if k not in ids} == {
+            k: v for k, v in first.headers.items() if k not in ids
+        }
+        assert message.headers["kwargsrepr"] == repr({"notification_id": value})
+        assert message.headers["root_id"] == message.headers["id"] == message.properties["correlation_id"]
+        others = ("correlation_id", "delivery_tag")
+        assert {k: v for k, v in message.properties.items() if k not in others} == {
+            k: v for k, v in first.properties.items() if k not in others
+        }
+        assert (message.content_type, message.content_encoding) == (first.content_type, first.content_encoding)
+        assert message.decode() == [first.decode()[0], {"notification_id": value}, first.decode()[2]]
+    assert len({m.headers["id"] for m in by_id.values()}) == 3
+    assert len({m.properties["delivery_tag"] for m in by_id.values()}) == 3
+
+
+def test_on_redis_a_messages_envelope_is_kombus_own_text_with_holes_for_its_ids() -> None:
+    from subscriptions.services import queueing
+    from websubhub import redis_broker
+
+    with celery_app.producer_or_acquire() as producer:
+        if not isinstance(producer.channel, redis_broker.Channel):
+            pytest.skip("the envelope template is the hub's Redis broker's")
+        messages = queueing.TaskMessages(producer, TaskName.SPREAD, "notification_id")
+        # given the template, and a message kombu itself encodes, captured before its push
+        envelopes = queueing.RedisEnvelopes.capture(messages, QUEUE)
+        with producer.channel.envelope_capture() as captured:
+            messages.send(424242, QUEUE, task_id="a-task-id")
+    # when the template builds the same message
+    import json
+
+    built = json.loads(envelopes.build(424242))
+    ((key, kombus),) = captured
+    # then the two are the same envelope but for the task id and the delivery tag
+    assert key == envelopes.key == QUEUE
+    assert built["headers"]["id"] == built["headers"]["root_id"] == built["properties"]["correlation_id"]
+    for envelope in (built, kombus):
+        envelope["headers"]["id"] = envelope["headers"]["root_id"] = envelope["properties"]["correlation_id"] = "x"
+        envelope["properties"]["delivery_tag"] = "y"
+    assert built == json.loads(json.dumps(kombus))
+
+
 def test_stop_sends_everything_handed_over_before_it_returns(sending: list) -> None:
     # given ids handed over and not yet sent
     for notification_id in range(1, 201):

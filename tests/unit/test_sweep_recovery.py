@@ -42,8 +42,8 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict, float | None]
     # Deliver messages built from a template bypass send_task: recorded alike.
     monkeypatch.setattr(
         queueing.DeliverMessages,
-        "publish",
-        lambda self, delivery_id, queue: tasks.append(("hub.deliver", {"delivery_id": delivery_id}, None)),
+        "publish_many",
+        lambda self, delivery_ids, queue: tasks.extend(("hub.deliver", {"delivery_id": i}, None) for i in delivery_ids),
     )
     return tasks
 
