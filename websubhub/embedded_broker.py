@@ -14,23 +14,42 @@ changes how they are taken:
   whose share ran out lists the folder again (at most every LIST_INTERVAL seconds
   while it finds nothing);
 - a message is claimed by an atomic rename into the processed folder on the same
-  file system; another process that renamed it first simply wins.
+  file system; another process that renamed it first simply wins;
+- a message is written whole before it appears: kombu creates the file under its
+  final name and then writes into it, so a reader listing the folder in between
+  claimed an empty file, and the JSON error that followed stopped the worker
+  ("Unrecoverable error", seen in the latency benchmark). Here it is written under
+  a name no reader takes (`.<name>.part`) and renamed to its `.msg` name;
+- a claimed file that does not read as a message (one a writer of kombu's own
+  channel is still filling) is read again for up to UNREADABLE_GRACE seconds, then
+  set aside in the processed folder as `<name>.unreadable` with an error logged,
+  never raised into the worker: the hub's sweep sends again whatever it carried
+  (README, Delivery guarantees).
 
 websubhub/celery.py points kombu's `filesystem` alias here, so the broker URL
 stays `filesystem://`.
 """
 
+import contextlib
+import logging
 import os
 import time
+import uuid
 from collections import defaultdict, deque
+from typing import Any
 
 from kombu.transport import filesystem
 from kombu.transport.virtual import Empty
-from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
+
+logger = logging.getLogger(__name__)
 
 # While a queue finds nothing, the folder is listed again at most this often (seconds).
 LIST_INTERVAL = 0.02
+# How long a claimed file that does not read as a message is read again before it is set aside (seconds).
+UNREADABLE_GRACE = 2.0
+UNREADABLE_RETRY = 0.01
 
 
 class Channel(filesystem.Channel):
@@ -63,15 +82,58 @@ class Channel(filesystem.Channel):
                 os.rename(os.path.join(self.data_folder_in, name), claimed)
             except OSError:
                 continue  # taken by another process, or gone
+            message = self._read(claimed)
+            if message is not None:
+                return message
+        raise Empty()
+
+    def _read(self, claimed: str) -> dict | None:
+        """The message in a claimed file (then removed, unless kept); None when it never read as one."""
+        deadline = time.monotonic() + UNREADABLE_GRACE
+        while True:
             try:
                 with open(claimed, "rb") as file:
                     payload = file.read()
-                if not self.store_processed:
-                    os.remove(claimed)
             except OSError as exc:
                 raise filesystem.ChannelError(f"Cannot read file {claimed!r} from queue.") from exc
-            return loads(bytes_to_str(payload))
-        raise Empty()
+            try:
+                message = loads(bytes_to_str(payload))
+            except ValueError:
+                message = None
+            if isinstance(message, dict):
+                if not self.store_processed:
+                    with contextlib.suppress(OSError):
+                        os.remove(claimed)
+                return message
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(UNREADABLE_RETRY)
+        aside = f"{claimed}.unreadable"
+        with contextlib.suppress(OSError):
+            os.rename(claimed, aside)
+        logger.error(
+            "broker message file %s did not read as a message (%s bytes) and was set aside as %s; "
+            "the sweep sends again what it carried",
+            os.path.basename(claimed),
+            len(payload),
+            aside,
+        )
+        return None
+
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        """kombu's message file (same name, same content), written whole under a name no reader takes, then
+        renamed to its `.msg` name."""
+        name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        partial = os.path.join(self.data_folder_out, f".{name[: -len('.msg')]}.part")
+        try:
+            with open(partial, "wb") as file:
+                file.write(str_to_bytes(dumps(payload)))
+            os.rename(partial, final)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.remove(partial)
+            raise filesystem.ChannelError(f"Cannot add file {final!r} to directory") from exc
 
     def _claims_folder(self) -> str:
         """Where a claimed message waits to be read: the processed folder (same file system as the messages)."""

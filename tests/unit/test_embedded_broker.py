@@ -4,6 +4,7 @@ import threading
 from pathlib import Path
 
 from kombu import Connection, Exchange, Queue
+from kombu.transport import filesystem
 
 from websubhub import embedded_broker
 
@@ -71,3 +72,66 @@ def test_two_consumers_on_one_folder_take_each_message_once(tmp_path: Path) -> N
     for thread in threads:
         thread.join(timeout=60)
     assert sorted(taken[0] + taken[1]) == list(range(400))
+
+
+def _publish(folder: Path, queue_name: str, body: dict) -> None:
+    exchange = Exchange("hub", type="direct")
+    with _connection(folder) as connection:
+        connection.Producer().publish(
+            body, exchange=exchange, routing_key=queue_name, declare=[Queue(queue_name, exchange, queue_name)]
+        )
+
+
+def test_no_reader_sees_a_message_file_before_it_is_written_whole(tmp_path: Path, monkeypatch) -> None:
+    # given a writer stopped while it writes the message (as a thread of a busy process can be)
+    seen_while_writing: list[object] = []
+    real_dumps = embedded_broker.dumps
+
+    def slow_dumps(payload: object) -> str:
+        with _connection(tmp_path) as other:
+            message = other.channel().basic_get("q.race", no_ack=True)
+            seen_while_writing.append(None if message is None else message.decode())
+        return real_dumps(payload)
+
+    # (kombu's own channel's module too, so that a channel that writes as kombu does fails here)
+    monkeypatch.setattr(embedded_broker, "dumps", slow_dumps)
+    monkeypatch.setattr(filesystem, "dumps", slow_dumps)
+    # when it publishes while another process takes from the queue
+    _publish(tmp_path, "q.race", {"n": 1})
+    monkeypatch.setattr(embedded_broker, "dumps", real_dumps)
+    monkeypatch.setattr(filesystem, "dumps", real_dumps)
+    # then the reader found nothing then (kombu's declare writes a file too), and the whole message after
+    assert seen_while_writing and set(seen_while_writing) == {None}
+    with _connection(tmp_path) as connection:
+        assert connection.channel().basic_get("q.race", no_ack=True).decode() == {"n": 1}
+
+
+def test_a_file_another_writer_is_still_filling_is_read_once_it_is_whole(tmp_path: Path) -> None:
+    # given a message file as kombu's own channel writes it: created under its final name, filled a moment later
+    _publish(tmp_path / "source", "q.late", {"n": 2})
+    (source,) = (tmp_path / "source" / "data").iterdir()
+    content = source.read_bytes()
+    (tmp_path / "data").mkdir(parents=True)
+    file = (tmp_path / "data" / source.name).open("wb", buffering=0)
+    writer = threading.Timer(0.2, lambda: (file.write(content), file.close()))
+    writer.start()
+    # when a reader takes it before it is filled
+    with _connection(tmp_path) as connection:
+        message = connection.channel().basic_get("q.late", no_ack=True)
+    writer.join()
+    # then it waited for the content
+    assert message is not None and message.decode() == {"n": 2}
+
+
+def test_a_file_that_never_reads_as_a_message_is_set_aside_and_the_next_taken(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(embedded_broker, "UNREADABLE_GRACE", 0.05)
+    # given a broken message file older than a good one
+    (tmp_path / "data").mkdir(parents=True)
+    (tmp_path / "data" / "1_0000.q.bad.msg").write_bytes(b'{"trunc')
+    _publish(tmp_path, "q.bad", {"n": 3})
+    # when a reader takes from the queue
+    with _connection(tmp_path) as connection:
+        message = connection.channel().basic_get("q.bad", no_ack=True)
+    # then it got the good one, and the broken one waits aside for the operator
+    assert message.decode() == {"n": 3}
+    assert [p.name for p in (tmp_path / "processed").iterdir()] == ["1_0000.q.bad.msg.unreadable"]
