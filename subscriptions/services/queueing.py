@@ -4,6 +4,7 @@ releasing parked deliveries into them."""
 import base64
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,6 +99,7 @@ class TaskMessages:
 
     def __init__(self, producer: Producer, task_name: str, argument: str) -> None:
         self.producer = producer
+        self.task_name = task_name
         self.argument = argument
         amqp = celery_app.amqp
         self.queues = amqp.queues
@@ -127,19 +129,20 @@ class TaskMessages:
         )
 
     def send_many(self, values: Sequence[int], queue_name: str) -> None:
-        """One message per value to queue_name. On the hub's Redis broker the first goes through kombu and
-        the others are its envelope with their ids put in (RedisEnvelopes), pushed together; elsewhere each
-        goes through kombu."""
+        """One message per value to queue_name. On the hub's Redis broker each is the envelope template of
+        this thread's messages of the task (RedisEnvelopes) with its ids put in, all pushed together;
+        elsewhere each goes through kombu."""
         if not values:
             return
-        self.send(values[0], queue_name)  # declares the queue, as any first message does
-        rest = values[1:]
-        envelopes = RedisEnvelopes.capture(self, queue_name) if rest else None
+        envelopes = RedisEnvelopes.of_thread(self, queue_name)
         if envelopes is None:
-            for value in rest:
+            for value in values:
                 self.send(value, queue_name)
             return
-        self.producer.channel.envelopes_push(envelopes.key, [envelopes.build(value) for value in rest])
+        if queue_name not in self.declared:
+            self.producer.maybe_declare(self.queues[queue_name])  # as a first message's publish would
+            self.declared.add(queue_name)
+        self.producer.channel.envelopes_push(envelopes.key, [envelopes.build(value) for value in values])
 
 
 class RedisEnvelopes:
@@ -156,12 +159,27 @@ class RedisEnvelopes:
     # Marker values: none can occur in an envelope by chance.
     _VALUE = 7_391_846_205_573_918_264
     _BODY = "hub-envelope-body-5d0c1e7a"
+    # Each thread's templates, by task, argument and queue: made once (a web's sender thread sends a few
+    # messages per batch, many batches a second). Per thread, since a message's reply_to is its thread's.
+    _of_threads = threading.local()
 
     def __init__(self, key: str, parts: list[str], fields: list[str], body: tuple[str, str]) -> None:
         self.key = key
         self._parts = parts  # literal text around each field; one more than the fields
         self._fields = fields  # "id", "tag", "value" or "body", in order of appearance
         self._body = body  # the body's JSON text before and after the value
+
+    @classmethod
+    def of_thread(cls, messages: "TaskMessages", queue_name: str) -> "RedisEnvelopes | None":
+        """This thread's template for messages' task, argument and queue (made at its first use); None off the
+        hub's Redis broker."""
+        if not isinstance(messages.producer.channel, redis_broker.Channel):
+            return None
+        templates = cls._of_threads.__dict__.setdefault("templates", {})
+        key = (messages.task_name, messages.argument, queue_name)
+        if key not in templates:
+            templates[key] = cls.capture(messages, queue_name)
+        return templates[key]
 
     @classmethod
     def capture(cls, messages: "TaskMessages", queue_name: str) -> "RedisEnvelopes | None":
