@@ -6,13 +6,17 @@ still finds the standard library.
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 # The hub's two line formats (HUB_LOG_FORMAT), for logging.config.dictConfig: Django's
 # LOGGING (settings.py) and gunicorn's logconfig_dict (gunicorn.conf.py) both use them.
 LOG_FORMATTERS: dict[str, dict[str, str]] = {
-    "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    "plain": {
+        "class": "websubhub.logformat.PlainFormatter",
+        "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+    },
     "json": {"()": "websubhub.logformat.JsonFormatter"},
 }
 
@@ -32,6 +36,30 @@ _RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__d
     "asctime",
     "taskName",
 }
+
+
+class PlainFormatter(logging.Formatter):
+    """logging.Formatter whose asctime is worked out once a second, not once a record.
+
+    Formatting the time (`time.strftime` of `localtime`) was about a third of a
+    publish's log line (bench/RESULTS.md); the text is the standard library's,
+    "2026-12-01 16:42:18,250", to the millisecond.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # (whole second, its text); one tuple, replaced whole, so threads never see half of one.
+        self._second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime(self.default_time_format, self.converter(record.created)))
+            self._second = cached
+        return self.default_msec_format % (cached[1], record.msecs)
 
 
 class JsonFormatter(logging.Formatter):

@@ -101,6 +101,9 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# Django's cookie-then-session messages, their storages built only for a request that adds or reads one.
+MESSAGE_STORAGE = "websubhub.message_storage.LazyFallbackStorage"
+
 AUTHENTICATION_BACKENDS = [
     # Refuses a locked-out username and address before any password is checked (django-axes).
     "axes.backends.AxesStandaloneBackend",

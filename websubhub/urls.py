@@ -6,6 +6,8 @@ from subscriptions.hub import hub_endpoint
 from subscriptions.status_page import subscription_status_page
 
 urlpatterns = [
+    # First: Django tries the patterns in order, and POST /api/notifications/ is the busiest path (a publish).
+    path("api/", include("subscriptions.api.urls")),
     # WebSub (§5.1): the same handler with and without a trailing slash, never a redirect.
     path("hub", hub_endpoint, name="hub"),
     path("hub/", hub_endpoint),
@@ -15,7 +17,6 @@ urlpatterns = [
     # A subscriber's own view of its subscription (README, Subscriber status page).
     path("hub/status", subscription_status_page, name="hub-status"),
     path("hub/status/", subscription_status_page),
-    path("api/", include("subscriptions.api.urls")),
     path("admin/", admin.site.urls),
     # Load balancers and scrapers are configured both ways: answer with and without the slash.
     path("healthz", health.healthz, name="healthz"),

@@ -5,9 +5,10 @@ from rest_framework.permissions import AllowAny
 from subscriptions.api import views
 
 urlpatterns = [
+    # First: the busiest path (a publish); Django tries the patterns in order.
+    path("notifications/", views.NotificationCreate.as_view(), name="notification-list"),
     path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[AllowAny]), name="swagger-ui"),
-    path("notifications/", views.NotificationCreate.as_view(), name="notification-list"),
     path("notifications/<int:pk>/", views.NotificationDetail.as_view(), name="notification-detail"),
     path("subscriptions/", views.SubscriptionListCreate.as_view(), name="subscription-list"),
     path("subscriptions/<int:pk>/", views.SubscriptionDetail.as_view(), name="subscription-detail"),

@@ -1,6 +1,7 @@
 """Publishing: notifications, publish pings and the thin-ping fetch, and the spread into deliveries."""
 
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -10,7 +11,8 @@ from typing import Any, NamedTuple
 
 import requests
 from django.db import connections, transaction
-from django.db.models import Q
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -106,13 +108,18 @@ def notification_publish(
             field="content",
         )
     # One statement needs no transaction of its own (nor its COMMIT round trip): in autocommit mode the
-    # INSERT commits by itself and on_commit runs at once; inside a caller's transaction it waits for it.
+    # INSERT commits by itself and the spread is sent at once (what on_commit would do, without its lookups);
+    # inside a transaction, the caller's or the Idempotency-Key's, it waits for the commit.
+    connection = connections["default"]
     with transaction.atomic() if in_transaction is not None else contextlib.nullcontext():
-        notification = _notification_insert(topic=topic, content=content, content_type=content_type)
+        notification = _notification_insert(connection, topic=topic, content=content, content_type=content_type)
         notification_id = notification.pk
         if in_transaction is not None:
             in_transaction(notification)
-        transaction.on_commit(lambda: _send_spread(notification_id), robust=True)
+        if connection.in_atomic_block:
+            transaction.on_commit(lambda: _send_spread(notification_id))
+        else:
+            _send_spread(notification_id)
     logger.info("notification %s published on %s (%s bytes)", notification_id, topic, len(content))
     metrics.notification_accepted()
     return notification
@@ -122,24 +129,33 @@ def notification_publish(
 _NOTIFICATION_COLUMNS = ("created_at", "updated_at", "topic", "content", "content_type")
 
 
-def _notification_insert(*, topic: str, content: bytes, content_type: str) -> Notification:
-    """Store one notification with one INSERT statement, as `Notification.objects.create` would.
-
-    The model's save() path (signals, field pre-save hooks, the SQL compiled per
-    call) was about a tenth of the web's CPU per publish (bench/RESULTS.md);
-    the values still go through each field's own conversion for the database.
-    """
-    connection = connections["default"]
-    now = timezone.now()
-    notification = Notification(topic=topic, content=content, content_type=content_type, created_at=now, updated_at=now)
-    fields = [Notification._meta.get_field(name) for name in _NOTIFICATION_COLUMNS]
-    values = [field.get_db_prep_save(getattr(notification, field.attname), connection) for field in fields]
+@functools.cache
+def _notification_insert_statement(alias: str, vendor: str) -> tuple[tuple[Field, ...], str, bool]:
+    """The fields, the INSERT statement and whether it returns the id, for one database (worked out once)."""
+    connection = connections[alias]
+    fields = tuple(Notification._meta.get_field(name) for name in _NOTIFICATION_COLUMNS)
     quote = connection.ops.quote_name
     table, columns = quote(Notification._meta.db_table), ", ".join(quote(field.column) for field in fields)
     returning = connection.features.can_return_columns_from_insert
     sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608 - model names
     if returning:
         sql += " RETURNING id"
+    return fields, sql, returning
+
+
+def _notification_insert(
+    connection: BaseDatabaseWrapper, *, topic: str, content: bytes, content_type: str
+) -> Notification:
+    """Store one notification with one INSERT statement, as `Notification.objects.create` would.
+
+    The model's save() path (signals, field pre-save hooks, the SQL compiled per
+    call) was about a tenth of the web's CPU per publish (bench/RESULTS.md);
+    the values still go through each field's own conversion for the database.
+    """
+    now = timezone.now()
+    notification = Notification(topic=topic, content=content, content_type=content_type, created_at=now, updated_at=now)
+    fields, sql, returning = _notification_insert_statement(connection.alias, connection.vendor)
+    values = [field.get_db_prep_save(getattr(notification, field.attname), connection) for field in fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
         notification.pk = cursor.fetchone()[0] if returning else cursor.lastrowid
@@ -162,9 +178,17 @@ def json_body(content: Any) -> bytes:
 
 
 def _send_spread(notification_id: int) -> None:
-    # A web process's sender thread sends it with others (services/spread_sender.py); elsewhere, here and now.
-    if not spread_sender.sender.submit(notification_id):
-        celery_app.send_task(TaskName.SPREAD, kwargs={"notification_id": notification_id})
+    """Send a committed notification to spread; a failure is logged, never raised (the sweep sends it later).
+
+    A web process's sender thread sends it with others (services/spread_sender.py); elsewhere, here and now.
+    """
+    try:
+        if not spread_sender.sender.submit(notification_id):
+            celery_app.send_task(TaskName.SPREAD, kwargs={"notification_id": notification_id})
+    except Exception:
+        # The row is committed and the publisher gets its 202: the sweep sends the spread after
+        # HUB_SWEEP_GRACE_SECONDS (as on_commit(robust=True) did, which logged and went on).
+        logger.exception("notification %s: its spread message could not be sent now; the sweep will", notification_id)
 
 
 # A spread sends its deliveries' messages once it has created this many (or all of them). Until then no

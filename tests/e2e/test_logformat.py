@@ -172,3 +172,32 @@ def test_a_celery_worker_logs_json_when_hub_log_format_is_json(tmp_path: Path) -
     ready = [entry for entry in entries if entry["message"].endswith(" ready.")]
     assert ready and ready[0]["logger"] == "celery.apps.worker" and ready[0]["level"] == "INFO"
     assert any(entry["logger"].startswith("celery.worker") for entry in entries)
+
+
+def test_the_plain_format_writes_the_standard_librarys_time_across_seconds() -> None:
+    # given the project's plain formatter (from LOG_FORMATTERS, as dictConfig builds it) and the standard library's
+    from logging.config import dictConfig
+
+    from websubhub.logformat import LOG_FORMATTERS, PlainFormatter
+
+    logger = logging.getLogger("test-plain-format")
+    logger.propagate = False
+    dictConfig(
+        {
+            "version": 1,
+            "incremental": False,
+            "disable_existing_loggers": False,
+            "formatters": {"plain": LOG_FORMATTERS["plain"]},
+            "handlers": {"h": {"class": "logging.NullHandler", "formatter": "plain"}},
+            "loggers": {"test-plain-format": {"handlers": ["h"], "propagate": False}},
+        }
+    )
+    ours = logger.handlers[0].formatter
+    assert isinstance(ours, PlainFormatter)
+    theirs = logging.Formatter(LOG_FORMATTERS["plain"]["format"])
+    # when records are made within one second, across its end, and back in an earlier one (a clock set back)
+    for created in (1_700_000_000.0, 1_700_000_000.4995, 1_700_000_000.999, 1_700_000_001.0004, 1_699_999_999.5):
+        record = _record("delivery %s", 7)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        # then each line is the standard library's, to the millisecond
+        assert ours.format(record) == theirs.format(record)

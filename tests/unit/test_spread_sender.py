@@ -174,3 +174,26 @@ def test_a_broker_that_refuses_leaves_the_notifications_unspread_for_the_sweep(
     # then it is stored, never spread, and the log says the sweep sends it (the sweep's own query finds it)
     assert Notification.objects.filter(pk=notification.pk, spread_at__isnull=True).exists()
     assert "could not be sent to spread now; the sweep sends them" in caplog.text
+
+
+@pytest.mark.parametrize("in_a_transaction", [False, True])
+def test_without_the_sender_a_refused_spread_message_is_logged_and_the_publish_stands(
+    in_a_transaction: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given no sender thread (a management command, a worker) and a broker that refuses the request's own message
+    from django.db import transaction
+    from kombu.exceptions import OperationalError
+
+    def refusing(name: str, **kwargs: object) -> None:
+        raise OperationalError("broker down")
+
+    monkeypatch.setattr(celery_app, "send_task", refusing)
+    # when a notification is published on its own (autocommit) or inside a caller's transaction
+    with (
+        caplog.at_level(logging.ERROR, logger="subscriptions.services"),
+        transaction.atomic() if in_a_transaction else contextlib.nullcontext(),
+    ):
+        notification = services.notification_publish_json(topic="orders.created", content={"n": 1})
+    # then it is stored, unspread for the sweep, and the refusal is logged rather than raised
+    assert Notification.objects.filter(pk=notification.pk, spread_at__isnull=True).exists()
+    assert f"notification {notification.pk}: its spread message could not be sent now" in caplog.text
