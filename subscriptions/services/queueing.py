@@ -16,7 +16,7 @@ from kombu import Producer
 from kombu.utils.json import dumps as kombu_dumps
 
 from subscriptions.models import Delivery
-from websubhub import redis_broker
+from websubhub import embedded_broker, redis_broker
 from websubhub.celery import app as celery_app
 from websubhub.queues import QueueName, TaskName
 
@@ -129,12 +129,12 @@ class TaskMessages:
         )
 
     def send_many(self, values: Sequence[int], queue_name: str) -> None:
-        """One message per value to queue_name. On the hub's Redis broker each is the envelope template of
-        this thread's messages of the task (RedisEnvelopes) with its ids put in, all pushed together;
-        elsewhere each goes through kombu."""
+        """One message per value to queue_name. On the hub's Redis and embedded brokers each is the envelope
+        template of this thread's messages of the task (Envelopes) with its ids put in, all pushed together
+        (Redis: one pipeline); elsewhere (RabbitMQ) each goes through kombu."""
         if not values:
             return
-        envelopes = RedisEnvelopes.of_thread(self, queue_name)
+        envelopes = Envelopes.of_thread(self, queue_name)
         if envelopes is None:
             for value in values:
                 self.send(value, queue_name)
@@ -145,14 +145,20 @@ class TaskMessages:
         self.producer.channel.envelopes_push(envelopes.key, [envelopes.build(value) for value in values])
 
 
-class RedisEnvelopes:
-    """kombu's Redis envelope of one TaskMessages message, as text with holes for what differs per message.
+# The channels whose messages Envelopes writes: the hub's Redis broker's and its embedded (filesystem) broker's.
+# Both are kombu virtual channels: a message is one JSON envelope, pushed to a list or written to a file.
+TEMPLATE_CHANNELS = (redis_broker.Channel, embedded_broker.Channel)
+
+
+class Envelopes:
+    """kombu's envelope of one TaskMessages message (Redis, embedded broker), as text with holes for what
+    differs per message.
 
     Each message differs from the others in its task id (three places), its
     value (in the body and in `kwargsrepr`), its body's base64 and its delivery
     tag; everything else is the same text. The template is made by running a
     message with marker values through kombu's whole publish path, captured
-    before the push (redis_broker.Channel.envelope_capture), so a new kombu or
+    before the push (the channel's envelope_capture), so a new kombu or
     Celery that writes envelopes otherwise changes the template with it.
     """
 
@@ -170,10 +176,10 @@ class RedisEnvelopes:
         self._body = body  # the body's JSON text before and after the value
 
     @classmethod
-    def of_thread(cls, messages: "TaskMessages", queue_name: str) -> "RedisEnvelopes | None":
+    def of_thread(cls, messages: "TaskMessages", queue_name: str) -> "Envelopes | None":
         """This thread's template for messages' task, argument and queue (made at its first use); None off the
-        hub's Redis broker."""
-        if not isinstance(messages.producer.channel, redis_broker.Channel):
+        hub's Redis and embedded brokers."""
+        if not isinstance(messages.producer.channel, TEMPLATE_CHANNELS):
             return None
         templates = cls._of_threads.__dict__.setdefault("templates", {})
         key = (messages.task_name, messages.argument, queue_name)
@@ -182,11 +188,11 @@ class RedisEnvelopes:
         return templates[key]
 
     @classmethod
-    def capture(cls, messages: "TaskMessages", queue_name: str) -> "RedisEnvelopes | None":
-        """The template of messages' envelopes to queue_name; None off the hub's Redis broker (or for a queue
-        with an expiry, or a body not in base64), where each message goes through kombu."""
+    def capture(cls, messages: "TaskMessages", queue_name: str) -> "Envelopes | None":
+        """The template of messages' envelopes to queue_name; None off the hub's Redis and embedded brokers (or
+        for a queue with an expiry, or a body not in base64), where each message goes through kombu."""
         channel = messages.producer.channel
-        if not isinstance(channel, redis_broker.Channel) or queue_name in (channel._expires or {}):
+        if not isinstance(channel, TEMPLATE_CHANNELS) or queue_name in (getattr(channel, "_expires", None) or {}):
             return None
         task_id = uuid()
         with channel.envelope_capture() as captured:

@@ -127,11 +127,52 @@ def test_a_file_that_never_reads_as_a_message_is_set_aside_and_the_next_taken(tm
     monkeypatch.setattr(embedded_broker, "UNREADABLE_GRACE", 0.05)
     # given a broken message file older than a good one
     (tmp_path / "data").mkdir(parents=True)
-    (tmp_path / "data" / "1_0000.q.bad.msg").write_bytes(b'{"trunc')
+    (tmp_path / "data" / "0_0000.q.bad.msg").write_bytes(b'{"trunc')
     _publish(tmp_path, "q.bad", {"n": 3})
     # when a reader takes from the queue
     with _connection(tmp_path) as connection:
         message = connection.channel().basic_get("q.bad", no_ack=True)
     # then it got the good one, and the broken one waits aside for the operator
     assert message.decode() == {"n": 3}
-    assert [p.name for p in (tmp_path / "processed").iterdir()] == ["1_0000.q.bad.msg.unreadable"]
+    assert [p.name for p in (tmp_path / "processed").iterdir()] == ["0_0000.q.bad.msg.unreadable"]
+
+
+def test_oldest_first_by_the_number_a_name_starts_with_not_its_text(tmp_path: Path) -> None:
+    # given two messages whose clocks have a different number of digits (as text, 1000_ sorts before 999_)
+    for n, stamp in ((1, 999), (2, 1000)):
+        _publish(tmp_path, "q.order", {"n": n})
+        (fresh,) = (p for p in (tmp_path / "data").iterdir() if "_x." not in p.name)
+        fresh.rename(fresh.with_name(f"{stamp}_x.q.order.msg"))
+    # when they are taken
+    with _connection(tmp_path) as connection:
+        channel = connection.channel()
+        got = [channel.basic_get("q.order", no_ack=True).decode()["n"] for _ in range(2)]
+    # then the older comes first
+    assert got == [1, 2]
+
+
+def test_a_listing_looks_only_at_names_it_has_not_handed_out(tmp_path: Path, monkeypatch) -> None:
+    # given a channel that has listed a folder of 200 messages and taken one
+    monkeypatch.setattr(embedded_broker, "LIST_INTERVAL", 0.0)
+    monkeypatch.setattr(embedded_broker, "LIST_COST_FACTOR", 0)
+    looked_at: list[str] = []
+    age = embedded_broker._age
+    monkeypatch.setattr(embedded_broker, "_age", lambda name: looked_at.append(name) or age(name))
+    exchange = Exchange("hub", type="direct")
+    queue = Queue("q.busy", exchange, routing_key="q.busy")
+    with _connection(tmp_path) as connection:
+        producer = connection.Producer()
+        for n in range(200):
+            producer.publish({"n": n}, exchange=exchange, routing_key="q.busy", declare=[queue])
+        channel = connection.channel()
+        first = channel.basic_get("q.busy", no_ack=True).decode()["n"]
+        assert len(looked_at) == 200
+        # when an empty queue asks for a listing after one more message arrived
+        producer.publish({"n": 200}, exchange=exchange, routing_key="q.busy", declare=[queue])
+        assert channel.basic_get("q.idle", no_ack=True) is None
+        # then only the new name was looked at, and every message still comes out once
+        assert len(looked_at) == 201
+        got = [first]
+        while (message := channel.basic_get("q.busy", no_ack=True)) is not None:
+            got.append(message.decode()["n"])
+        assert sorted(got) == list(range(201)) and got[-1] == 200
