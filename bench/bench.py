@@ -1280,7 +1280,7 @@ class Bench:
         self.row(
             "6 isolation",
             f"{self.describe(spec)}, S={s} M={m}, 10% hang > {timeout:g}s timeout, mean of {ISOLATION_ROUNDS} rounds",
-            f"healthy {hung['rate']:,.0f}/s vs {base['rate']:,.0f}/s with none hanging (-{loss * 100:.0f}%); "
+            f"healthy {hung['rate']:,.0f}/s vs {base['rate']:,.0f}/s with none hanging ({-loss * 100:+.0f}%); "
             f"healthy missing {hung['missing']} ({hung['ended']})",
             "lose <=10%",
             "ok" if loss <= 0.10 and hung["missing"] == 0 else "MISS",
