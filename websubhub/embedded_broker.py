@@ -43,13 +43,14 @@ import os
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Iterator
 from typing import Any
 
 from kombu.transport import filesystem
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
+
+from websubhub.envelope_capture import EnvelopeCapture
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +70,7 @@ def _age(name: str) -> tuple[int, str]:
     return (int(stamp) if stamp.isdigit() else -1, name)
 
 
-class Channel(filesystem.Channel):
-    # While envelope_capture runs: the (queue, message) of each message published, which are not written.
-    _hub_capture: list[tuple[str, dict[str, Any]]] | None = None
-
+class Channel(EnvelopeCapture, filesystem.Channel):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self._waiting: dict[str, deque[str]] = defaultdict(deque)
@@ -149,18 +147,6 @@ class Channel(filesystem.Channel):
             aside,
         )
         return None
-
-    @contextlib.contextmanager
-    def envelope_capture(self) -> Iterator[list[tuple[str, dict[str, Any]]]]:
-        """Messages published in this block go through all of kombu's publish path but the write: the list gets
-        each one's queue and message (what kombu would JSON-encode into its file), as on the hub's Redis broker
-        (redis_broker.Channel), so that queueing.Envelopes makes its template here too."""
-        captured: list[tuple[str, dict[str, Any]]] = []
-        self._hub_capture = captured
-        try:
-            yield captured
-        finally:
-            self._hub_capture = None
 
     def envelopes_push(self, queue: str, envelopes: list[str]) -> None:
         """Write already encoded messages to queue, each in its own file as `_put` writes one."""

@@ -46,11 +46,9 @@ websubhub/celery.py points kombu's `redis` and `rediss` aliases here, so broker
 URLs stay `redis://` and `rediss://`.
 """
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from queue import Empty
 from typing import Any
 
@@ -58,6 +56,8 @@ from kombu.transport import redis, virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from redis.exceptions import ResponseError
+
+from websubhub.envelope_capture import EnvelopeCapture
 
 logger = logging.getLogger(__name__)
 
@@ -163,24 +163,11 @@ class QoS(redis.QoS):
                 raise
 
 
-class Channel(redis.Channel):
+class Channel(EnvelopeCapture, redis.Channel):
     QoS = QoS
     _hub_client: tuple[Any, Any] | None = None
     # Whether the server takes RPOP with a count (Redis 6.2 and later); set False at the first refusal.
     _hub_rpop_count = True
-    # While envelope_capture runs: the (Redis key, message) of each message published, which are not pushed.
-    _hub_capture: list[tuple[str, dict[str, Any]]] | None = None
-
-    @contextlib.contextmanager
-    def envelope_capture(self) -> Iterator[list[tuple[str, dict[str, Any]]]]:
-        """Messages published in this block go through all of kombu's publish path but the push: the list gets
-        each one's Redis key and message (the envelope kombu would JSON-encode and LPUSH)."""
-        captured: list[tuple[str, dict[str, Any]]] = []
-        self._hub_capture = captured
-        try:
-            yield captured
-        finally:
-            self._hub_capture = None
 
     def envelopes_push(self, key: str, envelopes: list[str]) -> None:
         """LPUSH already encoded envelopes to key, as kombu's `_put` pushes one (a queue without x-expires)."""
