@@ -1,6 +1,7 @@
 """The embedded broker takes each message once, oldest first per queue, from a folder it lists once per batch."""
 
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from kombu import Connection, Exchange, Queue
@@ -52,12 +53,8 @@ def test_messages_come_out_once_per_queue_across_queues(tmp_path: Path) -> None:
 
 
 def test_two_consumers_on_one_folder_take_each_message_once(tmp_path: Path) -> None:
-    exchange = Exchange("hub", type="direct")
-    queue = Queue("q.shared", exchange, routing_key="q.shared")
     with _connection(tmp_path) as connection:
-        producer = connection.Producer()
-        for n in range(400):
-            producer.publish({"n": n}, exchange=exchange, routing_key="q.shared", declare=[queue])
+        _publish_numbers(connection, "q.shared", range(400))
     taken: list[list[int]] = [[], []]
 
     def consume(mine: list[int]) -> None:
@@ -72,6 +69,15 @@ def test_two_consumers_on_one_folder_take_each_message_once(tmp_path: Path) -> N
     for thread in threads:
         thread.join(timeout=60)
     assert sorted(taken[0] + taken[1]) == list(range(400))
+
+
+def _publish_numbers(connection: Connection, queue_name: str, numbers: Iterable[int]) -> None:
+    """{"n": n} to queue_name for each n, in order."""
+    exchange = Exchange("hub", type="direct")
+    queue = Queue(queue_name, exchange, routing_key=queue_name)
+    producer = connection.Producer()
+    for n in numbers:
+        producer.publish({"n": n}, exchange=exchange, routing_key=queue_name, declare=[queue])
 
 
 def _publish(folder: Path, queue_name: str, body: dict) -> None:
@@ -158,17 +164,13 @@ def test_a_listing_looks_only_at_names_it_has_not_handed_out(tmp_path: Path, mon
     looked_at: list[str] = []
     age = embedded_broker._age
     monkeypatch.setattr(embedded_broker, "_age", lambda name: looked_at.append(name) or age(name))
-    exchange = Exchange("hub", type="direct")
-    queue = Queue("q.busy", exchange, routing_key="q.busy")
     with _connection(tmp_path) as connection:
-        producer = connection.Producer()
-        for n in range(200):
-            producer.publish({"n": n}, exchange=exchange, routing_key="q.busy", declare=[queue])
+        _publish_numbers(connection, "q.busy", range(200))
         channel = connection.channel()
         first = channel.basic_get("q.busy", no_ack=True).decode()["n"]
         assert len(looked_at) == 200
         # when an empty queue asks for a listing after one more message arrived
-        producer.publish({"n": 200}, exchange=exchange, routing_key="q.busy", declare=[queue])
+        _publish_numbers(connection, "q.busy", [200])
         assert channel.basic_get("q.idle", no_ack=True) is None
         # then only the new name was looked at, and every message still comes out once
         assert len(looked_at) == 201
