@@ -331,11 +331,17 @@ class Verdict(enum.Enum):
 
 @dataclass(frozen=True)
 class Admission:
-    """What the checks before a POST decided; `wait` is seconds until a place frees or the reserved slot comes."""
+    """What the checks before a POST decided; `wait` is seconds until a place frees or the reserved slot comes.
+
+    `open_for` (IN_FLIGHT_FULL): seconds the callback's oldest request in flight
+    has been open, worked out from its lease (every place is taken for the same
+    lease, HUB_HTTP_TOTAL_TIMEOUT + 5 s).
+    """
 
     verdict: Verdict
     token: str = ""
     wait: float = 0.0
+    open_for: float = 0.0
 
 
 def _keys(delivery: str, callback: str) -> list[str]:
@@ -366,7 +372,10 @@ def attempt_admit(delivery: str, callback: str, *, lease: float, cap: int, rate:
     verdict = Verdict(int(verdict))
     if verdict is Verdict.ADMITTED:
         return Admission(verdict, token=token)
-    return Admission(verdict, wait=max(0.001, int(wait_ms) / 1000))
+    wait = max(0.001, int(wait_ms) / 1000)
+    if verdict is Verdict.IN_FLIGHT_FULL:
+        return Admission(verdict, wait=wait, open_for=max(0.0, lease - wait))
+    return Admission(verdict, wait=wait)
 
 
 def attempt_give_back(delivery: str, callback: str, admission: Admission, *, settled: bool) -> None:

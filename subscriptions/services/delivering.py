@@ -39,8 +39,12 @@ from websubhub.hub_settings import hub_settings
 logger = logging.getLogger("subscriptions.services")
 
 # A claim and a place among a callback's requests in flight are held at most the
-# HTTP total timeout plus this (seconds), and a delivery that found no place looks
-# again within this many seconds.
+# HTTP total timeout plus this (seconds). A delivery that found no place looks
+# again within this many seconds, or within as long as the callback's oldest
+# request has been open when that is longer (never after that request's lease
+# ends): a callback that hangs until the timeout is asked about a few times per
+# waiting delivery, not every second until the first timeout (HUB_HTTP_READ_TIMEOUT,
+# 10 s by default) shows it failing.
 IN_FLIGHT_LEASE_MARGIN = 5.0
 IN_FLIGHT_RECHECK_SECONDS = 1.0
 # How often deliveries parked behind an operator's pause look again (seconds);
@@ -179,10 +183,20 @@ def _not_admitted(
         logger.info("delivery %s parked: failing callback has a request in flight", delivery_id)
         metrics.delivery_outcome(DeliveryOutcome.PARKED)
         return None
-    wait = min(admission.wait, IN_FLIGHT_RECHECK_SECONDS) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+    wait = in_flight_recheck(admission) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
     logger.info("delivery %s deferred %.2fs: callback has requests in flight", delivery_id, wait)
     metrics.delivery_outcome(DeliveryOutcome.RATE_LIMITED)
     return Resend(countdown=wait, attempted=attempted, reserved=reserved)
+
+
+def in_flight_recheck(admission: ratelimit.Admission) -> float:
+    """Seconds before a delivery that found its callback's places in flight all taken looks again (before jitter).
+
+    IN_FLIGHT_RECHECK_SECONDS, or as long as the oldest request in flight has been
+    open when that is longer, so the waits double while the callback keeps a
+    request open; never after the oldest request's place is due back.
+    """
+    return min(admission.wait, max(IN_FLIGHT_RECHECK_SECONDS, admission.open_for))
 
 
 def _delivery_send(work: DeliveryWork, board: Breaker, *, probing: bool) -> tuple[bool, Resend | None]:
