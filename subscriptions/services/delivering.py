@@ -194,9 +194,12 @@ def in_flight_recheck(admission: ratelimit.Admission) -> float:
 
     IN_FLIGHT_RECHECK_SECONDS, or as long as the oldest request in flight has been
     open when that is longer, so the waits double while the callback keeps a
-    request open; never after the oldest request's place is due back.
+    request open; never after the oldest request's place is due back, and never
+    longer than a countdown the broker may hold (HUB_BROKER_MAX_COUNTDOWN), since
+    the wait is one.
     """
-    return min(admission.wait, max(IN_FLIGHT_RECHECK_SECONDS, admission.open_for))
+    longest = max(IN_FLIGHT_RECHECK_SECONDS, hub_settings.HUB_BROKER_MAX_COUNTDOWN)
+    return min(admission.wait, max(IN_FLIGHT_RECHECK_SECONDS, admission.open_for), longest)
 
 
 def _delivery_send(work: DeliveryWork, board: Breaker, *, probing: bool) -> tuple[bool, Resend | None]:

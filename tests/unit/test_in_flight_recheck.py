@@ -41,6 +41,17 @@ def test_the_recheck_grows_with_how_long_the_oldest_request_has_been_open(
     assert delivering.in_flight_recheck(admission) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(("max_countdown", "expected"), [(30, 30.0), (0, delivering.IN_FLIGHT_RECHECK_SECONDS)])
+def test_the_recheck_is_never_longer_than_a_countdown_the_broker_may_hold(
+    settings, max_countdown: int, expected: float
+) -> None:
+    # given a callback (HUB_HTTP_READ_TIMEOUT 300 s) whose oldest request has been open for 100 s of its 310 s lease
+    settings.HUB_BROKER_MAX_COUNTDOWN = max_countdown
+    admission = Admission(Verdict.IN_FLIGHT_FULL, wait=210.0, open_for=100.0)
+    # then the delivery's wait, a countdown, stays within what the broker may hold (1 s when it holds none)
+    assert delivering.in_flight_recheck(admission) == pytest.approx(expected)
+
+
 @needs_redis
 def test_a_full_callback_says_how_long_its_oldest_request_has_been_open() -> None:
     # given a callback whose one place is held by a request opened 4 s ago, on a 30 s lease
